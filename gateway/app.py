@@ -1,0 +1,76 @@
+"""Assembling a running gateway from its settings.
+
+Settings come from command-line options, else ``TOLLGATE_*`` environment
+variables, else defaults: an embedded SQLite file under the data folder and
+the default policy bundle shipped in `policies`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from gateway.channels import load_registry
+from gateway.errors import ConfigurationError
+from gateway.policy import load_bundle
+from gateway.service import Gateway
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def default_policies() -> Path:
+    """The folder of the default policy bundle (installed with the package)."""
+    return Path(str(resources.files("policies")))
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("TOLLGATE_DATA", "var")))
+    database_url: str = field(default_factory=lambda: os.environ.get("TOLLGATE_DB", ""))
+    policies: Path = field(
+        default_factory=lambda: Path(os.environ.get("TOLLGATE_POLICIES", "") or default_policies())
+    )
+    outbox_channels: str = field(
+        default_factory=lambda: os.environ.get("TOLLGATE_OUTBOX_CHANNELS", "")
+    )
+    allow_client_clock: bool = False
+
+    def store_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tollgate.db').resolve()}"
+
+    def plugin_settings(self) -> dict[str, str]:
+        values = {
+            k[len("TOLLGATE_PLUGIN_") :].lower(): v
+            for k, v in os.environ.items()
+            if k.startswith("TOLLGATE_PLUGIN_")
+        }
+        values["data_dir"] = str(self.data_dir.resolve())
+        values["outbox_channels"] = self.outbox_channels
+        if os.environ.get("TOLLGATE_OUTBOX"):
+            values["outbox_path"] = os.environ["TOLLGATE_OUTBOX"]
+        return values
+
+
+def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> Gateway:
+    """Open the store, load the bundle and the plugins; refuse on any error."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create data folder {settings.data_dir}: {exc}") from exc
+    bundle = load_bundle(settings.policies)
+    channels = load_registry(settings.plugin_settings(), extra_plugins)
+    store = Store.open(settings.store_url())
+    log.info(
+        "gateway ready: bundle %s (%d policies), channels %s",
+        bundle.hash[:12],
+        len(bundle.policies),
+        ", ".join(sorted(channels.channels)),
+    )
+    return Gateway(store, bundle, channels, allow_client_clock=settings.allow_client_clock)

@@ -1,0 +1,1 @@
+"""Alembic migrations that create and change the store's schema."""

@@ -1,0 +1,244 @@
+"""The gRPC face of the gateway: protobuf in, `gateway.service` calls, protobuf out.
+
+Errors are mapped at this one boundary: a malformed request is
+INVALID_ARGUMENT naming the field, an unknown contact NOT_FOUND, a store that
+cannot be reached UNAVAILABLE, and anything unexpected INTERNAL; in every one of
+those cases nothing was sent. The server also serves the standard health and
+reflection services, so `grpcurl` can list and call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from concurrent import futures
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.errors import (
+    ConfigurationError,
+    ContactNotFoundError,
+    InvalidRequestError,
+    StoreError,
+)
+from gateway.service import ContactInput, Gateway, SendInput
+from gateway.store import ContactRef
+from tollgate.v1 import gateway_pb2 as pb
+from tollgate.v1 import gateway_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+_PURPOSES = {
+    pb.PURPOSE_MARKETING: "marketing",
+    pb.PURPOSE_REMINDER: "reminder",
+    pb.PURPOSE_TRANSACTIONAL: "transactional",
+    pb.PURPOSE_OPT_OUT_CONFIRMATION: "opt_out_confirmation",
+}
+_STAGES = {
+    pb.STAGE_NEW: "new",
+    pb.STAGE_ENGAGED: "engaged",
+    pb.STAGE_IN_PIPELINE: "in_pipeline",
+    pb.STAGE_CONVERTED: "converted",
+}
+_STAGE_ENUM = {name: value for value, name in _STAGES.items()}
+
+
+class GatewayServicer(pb_grpc.GatewayServicer):
+    """Implements tollgate.v1.Gateway over a `Gateway`."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
+        with _mapped_errors(context):
+            return _send_response(self.gateway.send(_send_input(request)))
+
+    def SendStream(
+        self, request_iterator: Iterator[pb.SendRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SendResponse]:
+        for request in request_iterator:
+            try:
+                yield _send_response(self.gateway.send(_send_input(request)))
+            except (InvalidRequestError, ContactNotFoundError) as exc:
+                yield pb.SendResponse(request_id=request.request_id, error=str(exc))
+
+    def Check(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
+        with _mapped_errors(context):
+            return _send_response(self.gateway.check(_send_input(request)))
+
+    def UpsertContact(
+        self, request: pb.UpsertContactRequest, context: grpc.ServicerContext
+    ) -> pb.UpsertContactResponse:
+        with _mapped_errors(context):
+            contact_id, created = self.gateway.upsert_contact(_contact_input(request))
+            return pb.UpsertContactResponse(contact_id=contact_id, created=created)
+
+    def RecordConsent(
+        self, request: pb.RecordConsentRequest, context: grpc.ServicerContext
+    ) -> pb.RecordConsentResponse:
+        with _mapped_errors(context):
+            contact_id, seq = self.gateway.record_consent(
+                _ref(request.contact),
+                channel=request.channel,
+                purpose=_purpose(request.purpose),
+                granted=request.granted,
+                source=request.source,
+                at=_time(request, "at"),
+            )
+            return pb.RecordConsentResponse(contact_id=contact_id, audit_seq=seq)
+
+    def RecordEvent(
+        self, request: pb.RecordEventRequest, context: grpc.ServicerContext
+    ) -> pb.RecordEventResponse:
+        with _mapped_errors(context):
+            contact_id, stage, seq = self.gateway.record_event(
+                _ref(request.contact),
+                kind=request.kind,
+                attributes=json_format.MessageToDict(request.attributes),
+                at=_time(request, "at"),
+            )
+            return pb.RecordEventResponse(
+                contact_id=contact_id, stage=_STAGE_ENUM[stage], audit_seq=seq
+            )
+
+
+class _mapped_errors:
+    """Context manager turning gateway errors into gRPC status codes."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, grpc.RpcError):
+            return False
+        if isinstance(exc, InvalidRequestError):
+            _abort(self.context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, ContactNotFoundError):
+            _abort(self.context, grpc.StatusCode.NOT_FOUND, str(exc))
+        if isinstance(exc, StoreError):
+            _abort(self.context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        if isinstance(exc, Exception):
+            log.exception("request failed; nothing was sent")
+            _abort(self.context, grpc.StatusCode.INTERNAL, "internal error; nothing was sent")
+        return False
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, text: str) -> NoReturn:
+    context.abort(code, text)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def _ref(ref: pb.ContactRef) -> ContactRef:
+    return ContactRef(external_id=ref.external_id, contact_id=ref.contact_id)
+
+
+def _purpose(value: int) -> str:
+    if value not in _PURPOSES:
+        raise InvalidRequestError("purpose", "must be set (marketing, reminder, ...)")
+    return _PURPOSES[value]
+
+
+def _time(message: Any, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _send_input(request: pb.SendRequest) -> SendInput:
+    return SendInput(
+        request_id=request.request_id,
+        contact=_ref(request.contact),
+        channel=request.channel,
+        purpose=_purpose(request.purpose),
+        campaign=request.campaign,
+        body=request.body,
+        idempotency_key=request.idempotency_key,
+        at=_time(request, "at"),
+    )
+
+
+def _contact_input(request: pb.UpsertContactRequest) -> ContactInput:
+    return ContactInput(
+        external_id=request.external_id,
+        phone=request.phone,
+        email=request.email,
+        stage=_STAGES.get(request.stage, ""),
+        time_zone=request.time_zone,
+        region=request.region,
+        do_not_contact=request.do_not_contact,
+        sms_capable=request.sms_capable if request.HasField("sms_capable") else None,
+        attributes=(
+            json_format.MessageToDict(request.attributes)
+            if request.HasField("attributes")
+            else None
+        ),
+    )
+
+
+def _stamp(text: str) -> timestamp_pb2.Timestamp | None:
+    if not text:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.fromisoformat(text))
+    return stamp
+
+
+def _send_response(response: Mapping[str, Any]) -> pb.SendResponse:
+    decision = response["decision"]
+    delivery = response["delivery"]
+    return pb.SendResponse(
+        request_id=response["request_id"],
+        replayed=response.get("replayed", False),
+        decision=pb.Decision(
+            outcome=pb.Outcome.Value(decision["outcome"]),
+            not_before=_stamp(decision["not_before"]),
+            reasons=[
+                pb.Reason(
+                    rule_id=r["rule_id"],
+                    policy_id=r["policy_id"],
+                    effect=r["effect"],
+                    message=r["message"],
+                    citation=r["citation"],
+                )
+                for r in decision["reasons"]
+            ],
+            bundle_hash=decision["bundle_hash"],
+            audit_seq=decision["audit_seq"],
+            contact_id=decision["contact_id"],
+            decided_at=_stamp(decision["decided_at"]),
+        ),
+        delivery=pb.Delivery(
+            status=pb.DeliveryStatus.Value(delivery["status"]),
+            provider_message_id=delivery["provider_message_id"],
+            error=delivery["error"],
+            audit_seq=delivery.get("audit_seq", 0),
+        ),
+    )
+
+
+def build_server(
+    gateway: Gateway, address: str = "127.0.0.1:0", workers: int = 8
+) -> tuple[grpc.Server, int]:
+    """Create (not start) a server on `address`; return it and its bound port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    pb_grpc.add_GatewayServicer_to_server(GatewayServicer(gateway), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise ConfigurationError(f"cannot listen on {address}")
+    return server, port

@@ -1,0 +1,447 @@
+"""The path of one message, independent of gRPC.
+
+`Gateway.send` follows DESIGN.md's path: validate the request, resolve the
+contact, build the PII-free policy context, evaluate the bundle, append the
+decision to the audit log (with the frequency-cap reservation, in the same
+transaction), forward an allowed message through its channel plugin, and
+append the delivery outcome. Nothing leaves the gateway before its decision is
+in the audit log; any failure before that point sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway import lifecycle, timezones
+from gateway.channels import ChannelRegistry
+from gateway.errors import InvalidRequestError, UnknownChannelError
+from gateway.hookspecs import OutboundMessage
+from gateway.identity import normalise_email, normalise_phone, refuse_personal_data
+from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
+from gateway.policy._engine import SendRecord
+from gateway.store import ContactFields, ContactRef, ContactSnapshot, Reservation
+from gateway.store import Store, Verdict
+
+log = logging.getLogger(__name__)
+
+PURPOSES = ("marketing", "reminder", "transactional", "opt_out_confirmation")
+MAX_BODY = 1600
+MAX_NAME = 200
+NO_ADDRESS_RULE = "gateway.no-address"
+
+
+@dataclass(frozen=True)
+class SendInput:
+    """One message request, as the transport hands it over."""
+
+    contact: ContactRef
+    channel: str
+    purpose: str
+    campaign: str
+    body: str
+    idempotency_key: str
+    request_id: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContactInput:
+    external_id: str
+    phone: str = ""
+    email: str = ""
+    stage: str = ""
+    time_zone: str = ""
+    region: str = ""
+    do_not_contact: bool = False
+    sms_capable: bool | None = None
+    attributes: Mapping[str, Any] | None = None
+
+
+class Gateway:
+    """Decides, audits and forwards; shared by the gRPC server and the CLI."""
+
+    def __init__(
+        self,
+        store: Store,
+        bundle: Bundle,
+        channels: ChannelRegistry,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        allow_client_clock: bool = False,
+    ) -> None:
+        self.store = store
+        self.bundle = bundle
+        self.channels = channels
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.allow_client_clock = allow_client_clock
+
+    # -- messages -----------------------------------------------------------
+
+    def check(self, request: SendInput) -> dict[str, Any]:
+        """Evaluate only: nothing is forwarded, counted, stored or audited."""
+        self._validate(request, need_key=False)
+        now = self._now(request.at)
+        snap = self.store.snapshot(request.contact, now - self.bundle.history_window)
+        decision, _ = self._decide(snap, request, now)
+        return _response(request, decision, snap.contact_id, now, audit_seq=0)
+
+    def send(self, request: SendInput) -> dict[str, Any]:
+        """Decide one message and forward it when allowed; see module doc."""
+        self._validate(request, need_key=True)
+        now = self._now(request.at)
+        digest = _digest(request)
+        self._refuse_reused_key(request.idempotency_key, digest)
+        outcome: dict[str, Any] = {}
+
+        def decide(snap: ContactSnapshot, seq: int) -> Verdict:
+            decision, context = self._decide(snap, request, now)
+            outcome["decision"] = decision
+            response = _response(request, decision, snap.contact_id, now, seq)
+            return Verdict(
+                audit_body=_audit_body(request, decision, snap.contact_id, context),
+                reservation=_reservation(request, decision, now),
+                response=response,
+            )
+
+        response, replayed, snap = self.store.decide(
+            request.contact,
+            now - self.bundle.history_window,
+            request.idempotency_key,
+            digest,
+            decide,
+        )
+        if replayed or snap is None:
+            return {**response, "request_id": request.request_id, "replayed": True}
+        decision = outcome["decision"]
+        _log_decision(request, response)
+        if decision.outcome == "ALLOW":
+            response = {**response, **self._forward(request, snap, response)}
+        return response
+
+    def _validate(self, request: SendInput, *, need_key: bool) -> None:
+        if not (request.contact.external_id or request.contact.contact_id):
+            raise InvalidRequestError("contact", "is required (external_id or contact_id)")
+        try:
+            self.channels.require(request.channel)
+        except UnknownChannelError as exc:
+            raise InvalidRequestError("channel", str(exc)) from exc
+        if request.purpose not in PURPOSES:
+            raise InvalidRequestError(
+                "purpose", f"must be one of {', '.join(PURPOSES)}"
+            )
+        if not request.body or len(request.body) > MAX_BODY:
+            raise InvalidRequestError("body", f"must hold 1 to {MAX_BODY} characters")
+        if len(request.campaign) > MAX_NAME:
+            raise InvalidRequestError("campaign", f"is longer than {MAX_NAME} characters")
+        key = request.idempotency_key
+        if need_key and not key or len(key) > MAX_NAME:
+            raise InvalidRequestError(
+                "idempotency_key", f"is required, 1 to {MAX_NAME} characters"
+            )
+        if request.at is not None and not self.allow_client_clock:
+            raise InvalidRequestError(
+                "at", "the gateway decides on its own clock (start it with "
+                "--allow-client-clock to replay a campaign at a fixed time)"
+            )
+
+    def _now(self, at: datetime | None) -> datetime:
+        return at.astimezone(UTC) if at is not None else self._clock()
+
+    def _refuse_reused_key(self, key: str, digest: str) -> None:
+        stored = self.store.replayed(key)
+        if stored is not None and stored[0] != digest:
+            raise InvalidRequestError(
+                "idempotency_key", "was already used for a different request"
+            )
+
+    def _decide(
+        self, snap: ContactSnapshot, request: SendInput, now: datetime
+    ) -> tuple[Decision, dict[str, Any]]:
+        given = self._input(snap, request, now)
+        decision = evaluate(self.bundle, given)
+        kind = self.channels.address_kind(request.channel)
+        if _address(snap, kind) is None:
+            decision = _deny_no_address(decision, kind)
+        context = {"contact": dict(given.contact), "message": dict(given.message)}
+        return decision, context
+
+    def _input(
+        self, snap: ContactSnapshot, request: SendInput, now: datetime
+    ) -> DecisionInput:
+        zones = timezones.resolve_zones(
+            time_zone=snap.time_zone, region=snap.region, phone_e164=snap.phone_e164
+        )
+        consents = {
+            f"{channel}:{purpose}": "granted" if granted else "revoked"
+            for (channel, purpose), granted in snap.consents.items()
+        }
+        contact = {
+            "id": snap.contact_id,
+            "stage": snap.stage,
+            "tier": snap.tier or "",
+            "do_not_contact": snap.do_not_contact,
+            "sms_capable": snap.sms_capable,
+            "attributes": dict(snap.attributes),
+            "time_zones": list(zones.zones),
+            "time_zone_source": zones.source,
+            "regions": list(zones.regions),
+            "consent": consents,
+        }
+        message = {
+            "channel": request.channel,
+            "purpose": request.purpose,
+            "campaign": request.campaign,
+            "consent": consents.get(f"{request.channel}:{request.purpose}", "none"),
+            "body_length": len(request.body),
+        }
+        sends = [SendRecord(s.at, s.channel, s.purpose) for s in snap.sends]
+        return DecisionInput(now=now, contact=contact, message=message, sends=sends)
+
+    def _forward(
+        self, request: SendInput, snap: ContactSnapshot, response: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        kind = self.channels.address_kind(request.channel)
+        message = OutboundMessage(
+            channel=request.channel,
+            to=_address(snap, kind) or "",
+            body=request.body,
+            contact_id=snap.contact_id,
+            campaign=request.campaign,
+            purpose=request.purpose,
+            idempotency_key=request.idempotency_key,
+            audit_seq=response["decision"]["audit_seq"],
+        )
+        result = self.channels.deliver(message)
+        delivery = {
+            "status": "FORWARDED" if result.provider_message_id else "FAILED",
+            "provider_message_id": result.provider_message_id,
+            "error": result.error,
+        }
+        body = {
+            "contact_id": snap.contact_id,
+            "decision_seq": message.audit_seq,
+            "channel": request.channel,
+            **delivery,
+        }
+
+        def update(seq: int) -> dict[str, Any]:
+            return {"delivery": {**delivery, "audit_seq": seq}}
+
+        seq = self.store.complete(request.idempotency_key, body, update)
+        log.info(
+            "delivery request=%s contact=%s status=%s audit_seq=%d",
+            request.request_id,
+            snap.contact_id,
+            delivery["status"],
+            seq,
+        )
+        return update(seq)
+
+    # -- contacts, consent, events -------------------------------------------
+
+    def upsert_contact(self, given: ContactInput) -> tuple[str, bool]:
+        """Create or update a contact; identifiers are normalised first."""
+        if not given.external_id or len(given.external_id) > MAX_NAME:
+            raise InvalidRequestError(
+                "external_id", f"is required, 1 to {MAX_NAME} characters"
+            )
+        phone, sms = (None, None)
+        if given.phone:
+            phone, sms = normalise_phone(given.phone)
+        if given.stage and given.stage not in lifecycle.STAGES:
+            raise InvalidRequestError(
+                "stage", f"must be one of {', '.join(lifecycle.STAGES)}"
+            )
+        if given.time_zone or given.region:
+            _check_location(given.time_zone, given.region.upper())
+        if given.attributes is not None:
+            refuse_personal_data(given.attributes, "attributes")
+        fields = ContactFields(
+            external_id=given.external_id,
+            phone_e164=phone,
+            email=normalise_email(given.email) if given.email else None,
+            stage=given.stage or None,
+            time_zone=given.time_zone or None,
+            region=given.region.upper() or None,
+            do_not_contact=given.do_not_contact,
+            sms_capable=given.sms_capable if given.sms_capable is not None else sms,
+            attributes=given.attributes,
+        )
+        return self.store.upsert_contact(fields, self._clock())
+
+    def record_consent(
+        self,
+        ref: ContactRef,
+        *,
+        channel: str,
+        purpose: str,
+        granted: bool,
+        source: str,
+        at: datetime | None = None,
+    ) -> tuple[str, int]:
+        """Append a consent grant or revocation to the ledger and the audit log."""
+        if not channel or len(channel) > 40:
+            raise InvalidRequestError("channel", "is required, 1 to 40 characters")
+        if purpose not in PURPOSES:
+            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+        if not source or len(source) > 40:
+            raise InvalidRequestError("source", "is required, 1 to 40 characters")
+        when = self._clock() if at is None else at.astimezone(UTC)
+        entry = {
+            "channel": channel,
+            "purpose": purpose,
+            "granted": granted,
+            "source": source,
+            "recorded_at": when,
+        }
+
+        def body(contact_id: str) -> dict[str, Any]:
+            return {**entry, "recorded_at": when.isoformat(), "contact_id": contact_id}
+
+        return self.store.record_consent(ref, entry, body)
+
+    def record_event(
+        self,
+        ref: ContactRef,
+        *,
+        kind: str,
+        attributes: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> tuple[str, str, int]:
+        """Record an event; the contact's stage follows (see `lifecycle`)."""
+        if not kind or len(kind) > 60:
+            raise InvalidRequestError("kind", "is required, 1 to 60 characters")
+        refuse_personal_data(attributes or {}, "attributes")
+        when = self._clock() if at is None else at.astimezone(UTC)
+        entry = {"kind": kind, "attributes": dict(attributes or {}), "occurred_at": when}
+
+        def body(contact_id: str, stage: str) -> dict[str, Any]:
+            return {
+                "contact_id": contact_id,
+                "kind": kind,
+                "stage": stage,
+                "occurred_at": when.isoformat(),
+            }
+
+        return self.store.record_event(
+            ref, entry, lambda stage: lifecycle.stage_after(stage, kind), body
+        )
+
+
+def _check_location(zone: str, region: str) -> None:
+    """Refuse a time zone or region the resolver would not accept later."""
+    checks = (("time_zone", zone, None), ("region", None, region))
+    for field, time_zone, where in checks:
+        if not (time_zone or where):
+            continue
+        try:
+            timezones.resolve_zones(time_zone=time_zone, region=where, phone_e164=None)
+        except ValueError as exc:
+            raise InvalidRequestError(field, str(exc)) from exc
+
+
+def _address(snap: ContactSnapshot, kind: str) -> str | None:
+    return snap.phone_e164 if kind == "phone" else snap.email
+
+
+def _deny_no_address(decision: Decision, kind: str) -> Decision:
+    reason = Reason(
+        rule_id=NO_ADDRESS_RULE,
+        policy_id="gateway",
+        effect="deny",
+        message=f"The contact has no {kind} address for this channel.",
+        citation="Tollgate gateway: a message needs an address to go anywhere",
+    )
+    return Decision("DENY", (*decision.reasons, reason), decision.bundle_hash)
+
+
+def _digest(request: SendInput) -> str:
+    fields = asdict(request)
+    fields.pop("request_id")
+    fields["at"] = request.at.isoformat() if request.at else None
+    raw = json.dumps(fields, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _reservation(
+    request: SendInput, decision: Decision, now: datetime
+) -> Reservation | None:
+    if decision.outcome != "ALLOW":
+        return None
+    return Reservation(request.channel, request.purpose, request.campaign, now)
+
+
+def _reason_dict(reason: Reason) -> dict[str, Any]:
+    return {
+        "rule_id": reason.rule_id,
+        "policy_id": reason.policy_id,
+        "effect": reason.effect,
+        "message": reason.message,
+        "citation": reason.citation,
+        "not_before": reason.not_before.isoformat() if reason.not_before else "",
+    }
+
+
+def _response(
+    request: SendInput,
+    decision: Decision,
+    contact_id: str,
+    now: datetime,
+    audit_seq: int,
+) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "replayed": False,
+        "decision": {
+            "outcome": decision.outcome,
+            "not_before": decision.not_before.isoformat() if decision.not_before else "",
+            "reasons": [_reason_dict(r) for r in decision.reasons],
+            "bundle_hash": decision.bundle_hash,
+            "audit_seq": audit_seq,
+            "contact_id": contact_id,
+            "decided_at": now.isoformat(),
+        },
+        "delivery": {"status": "NOT_ATTEMPTED", "provider_message_id": "", "error": ""},
+    }
+
+
+def _audit_body(
+    request: SendInput,
+    decision: Decision,
+    contact_id: str,
+    context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The decision's audit record: PII-free, enough to replay the decision."""
+    return {
+        "contact_id": contact_id,
+        "request_id": request.request_id,
+        "idempotency_key": request.idempotency_key,
+        "channel": request.channel,
+        "purpose": request.purpose,
+        "campaign": request.campaign,
+        "outcome": decision.outcome,
+        "not_before": decision.not_before.isoformat() if decision.not_before else "",
+        "bundle_hash": decision.bundle_hash,
+        "reasons": [
+            {"rule_id": r.rule_id, "effect": r.effect} for r in decision.reasons
+        ],
+        "context": dict(context),
+    }
+
+
+def _log_decision(request: SendInput, response: Mapping[str, Any]) -> None:
+    decision = response["decision"]
+    log.info(
+        "decision request=%s contact=%s outcome=%s rules=%s audit_seq=%d",
+        request.request_id,
+        decision["contact_id"],
+        decision["outcome"],
+        ",".join(r["rule_id"] for r in decision["reasons"]) or "-",
+        decision["audit_seq"],
+    )

@@ -1,0 +1,491 @@
+"""The gateway's store: contacts, consent ledger, events, sends and audit log.
+
+All access goes through SQLAlchemy; SQLite (a file) is the embedded default and
+a PostgreSQL URL works the same. The schema is created by the Alembic
+migrations in `gateway/migrations`.
+
+Invariants:
+- A decision, its audit record, its frequency-cap reservation and its
+  idempotency entry are written in one transaction, while the contact's row is
+  locked, so concurrent requests for one contact see each other's sends and a
+  cap can never be exceeded (on SQLite every write transaction is BEGIN
+  IMMEDIATE, which serialises writers; on PostgreSQL the contact row is
+  locked with SELECT ... FOR UPDATE).
+- Audit records are appended under a lock on the single `audit_head` row, so
+  the chain never forks, even with several gateways on one database.
+- Phone numbers and e-mail addresses live only in `contacts`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+import audit
+from gateway import models
+from gateway.errors import ContactNotFoundError, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class ContactRef:
+    """A reference to a contact: the caller's id or the pseudonymous one."""
+
+    external_id: str = ""
+    contact_id: str = ""
+
+    def describe(self) -> str:
+        if self.contact_id:
+            return f"contact_id {self.contact_id!r}"
+        return f"external_id {self.external_id!r}"
+
+
+@dataclass(frozen=True)
+class PastSend:
+    at: datetime
+    channel: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class ContactSnapshot:
+    """Everything a decision may read about one contact, at one instant."""
+
+    pk: int
+    contact_id: str
+    external_id: str
+    phone_e164: str | None
+    email: str | None
+    stage: str
+    tier: str | None
+    time_zone: str | None
+    region: str | None
+    do_not_contact: bool
+    sms_capable: bool
+    attributes: Mapping[str, Any]
+    # (channel, purpose) → True (granted) / False (revoked), latest entry wins.
+    consents: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    sends: tuple[PastSend, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContactFields:
+    """What UpsertContact may set; None leaves the stored value unchanged."""
+
+    external_id: str
+    phone_e164: str | None = None
+    email: str | None = None
+    stage: str | None = None
+    time_zone: str | None = None
+    region: str | None = None
+    do_not_contact: bool | None = None
+    sms_capable: bool | None = None
+    attributes: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A send to count against frequency caps, written with its decision."""
+
+    channel: str
+    purpose: str
+    campaign: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a decision callback hands back to `Store.decide`."""
+
+    audit_body: Mapping[str, Any]
+    reservation: Reservation | None
+    response: Mapping[str, Any]
+
+
+class Store:
+    """Transactions over the database; one instance per gateway process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Connect to `url`, bring its schema up to date and return the store."""
+        engine = _create_engine(url)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        """Apply every Alembic migration not yet applied."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- contacts -----------------------------------------------------------
+
+    def upsert_contact(self, fields: ContactFields, now: datetime) -> tuple[str, bool]:
+        """Create or update a contact by external id; return (contact_id, created)."""
+        with self._sessions.begin() as session:
+            row = session.scalar(
+                sa.select(models.Contact)
+                .where(models.Contact.external_id == fields.external_id)
+                .with_for_update()
+            )
+            created = row is None
+            if row is None:
+                row = _new_contact(fields.external_id, now)
+                session.add(row)
+            _apply(row, fields, now)
+            return row.contact_id, created
+
+    def snapshot(self, ref: ContactRef, since: datetime | None) -> ContactSnapshot:
+        """Read one contact with its consents and sends since `since`."""
+        with self._sessions.begin() as session:
+            row = _find(session, ref, lock=False)
+            return _snapshot(session, row, since)
+
+    def record_consent(
+        self,
+        ref: ContactRef,
+        entry: Mapping[str, Any],
+        audit_body: Callable[[str], Mapping[str, Any]],
+    ) -> tuple[str, int]:
+        """Append a consent entry and its audit record; return (contact_id, seq)."""
+        with self._sessions.begin() as session:
+            row = _find(session, ref, lock=True)
+            seq = _append_audit(session, "consent", audit_body(row.contact_id))
+            session.add(models.Consent(contact_pk=row.id, audit_seq=seq, **entry))
+            return row.contact_id, seq
+
+    def record_event(
+        self,
+        ref: ContactRef,
+        entry: Mapping[str, Any],
+        new_stage: Callable[[str], str],
+        audit_body: Callable[[str, str], Mapping[str, Any]],
+    ) -> tuple[str, str, int]:
+        """Append an event, move the stage; return (contact_id, stage, seq)."""
+        with self._sessions.begin() as session:
+            row = _find(session, ref, lock=True)
+            row.stage = new_stage(row.stage)
+            row.updated_at = entry["occurred_at"]
+            seq = _append_audit(session, "event", audit_body(row.contact_id, row.stage))
+            session.add(models.Event(contact_pk=row.id, audit_seq=seq, **entry))
+            return row.contact_id, row.stage, seq
+
+    # -- decisions ----------------------------------------------------------
+
+    def replayed(self, idempotency_key: str) -> tuple[str, Mapping[str, Any]] | None:
+        """The (request digest, response) stored for a key, if any."""
+        with self._sessions.begin() as session:
+            return _stored_decision(session, idempotency_key)
+
+    def decide(
+        self,
+        ref: ContactRef,
+        since: datetime,
+        idempotency_key: str,
+        request_digest: str,
+        decide: Callable[[ContactSnapshot, int], Verdict],
+    ) -> tuple[Mapping[str, Any], bool, ContactSnapshot | None]:
+        """Decide one message atomically.
+
+        Under the contact's lock: replay a stored answer for the key, or call
+        `decide(snapshot, next_audit_seq)`, append its audit record, reserve its
+        send and store its answer. Returns (response, replayed, snapshot).
+        """
+        with self._sessions.begin() as session:
+            row = _find(session, ref, lock=True)
+            stored = _stored_decision(session, idempotency_key)
+            if stored is not None:
+                return stored[1], True, None
+            snap = _snapshot(session, row, since)
+            head = _lock_head(session)
+            verdict = decide(snap, head.seq + 1)
+            _append_audit(session, "decision", verdict.audit_body, head)
+            _reserve(session, row.id, verdict.reservation, head.seq)
+            session.add(_decision_row(idempotency_key, request_digest, verdict))
+            return verdict.response, False, snap
+
+    def complete(
+        self, idempotency_key: str, audit_body: Mapping[str, Any], response_update: Callable[[int], Mapping[str, Any]]
+    ) -> int:
+        """Append a delivery outcome and store it with the decision's answer."""
+        with self._sessions.begin() as session:
+            seq = _append_audit(session, "delivery", audit_body)
+            row = session.scalar(
+                sa.select(models.DecisionRow).where(
+                    models.DecisionRow.idempotency_key == idempotency_key
+                )
+            )
+            if row is not None:
+                row.response = {**row.response, **response_update(seq)}
+            return seq
+
+    # -- audit --------------------------------------------------------------
+
+    def append_audit(self, kind: str, body: Mapping[str, Any]) -> int:
+        """Append one audit record in its own transaction; return its seq."""
+        with self._sessions.begin() as session:
+            return _append_audit(session, kind, body)
+
+    def audit_records(self, batch: int = 1000) -> Iterator[audit.AuditRecord]:
+        """Every audit record in stored order (by seq), read in batches."""
+        last = 0
+        while True:
+            with self._sessions.begin() as session:
+                rows = session.scalars(
+                    sa.select(models.AuditRow)
+                    .where(models.AuditRow.seq > last)
+                    .order_by(models.AuditRow.seq)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _to_record(row)
+            last = rows[-1].seq
+
+    def counts(self) -> Mapping[str, int]:
+        """Row counts per table, for summaries and tests."""
+        tables = ("contacts", "consents", "events", "sends", "decisions")
+        with self._sessions.begin() as session:
+            return {
+                t: session.scalar(sa.select(sa.func.count()).select_from(sa.table(t)))
+                or 0
+                for t in tables
+            }
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction (bulk import and tests)."""
+        with self._sessions.begin() as session:
+            return work(session)
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot open store {_redact(url)!r}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _serialise_sqlite_writers(engine)
+    return engine
+
+
+def _redact(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    """Make every SQLite transaction BEGIN IMMEDIATE (one writer at a time)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 60000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _new_contact(external_id: str, now: datetime) -> models.Contact:
+    return models.Contact(
+        contact_id="ct_" + secrets.token_hex(10),
+        external_id=external_id,
+        stage="new",
+        do_not_contact=False,
+        sms_capable=True,
+        attributes={},
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _apply(row: models.Contact, fields: ContactFields, now: datetime) -> None:
+    for name in (
+        "phone_e164",
+        "email",
+        "stage",
+        "time_zone",
+        "region",
+        "do_not_contact",
+        "sms_capable",
+    ):
+        value = getattr(fields, name)
+        if value is not None:
+            setattr(row, name, value)
+    if fields.attributes is not None:
+        row.attributes = dict(fields.attributes)
+    row.updated_at = now
+
+
+def _find(session: Session, ref: ContactRef, *, lock: bool) -> models.Contact:
+    column = models.Contact.contact_id if ref.contact_id else models.Contact.external_id
+    query = sa.select(models.Contact).where(column == (ref.contact_id or ref.external_id))
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None:
+        raise ContactNotFoundError(f"no contact with {ref.describe()}")
+    return row
+
+
+def _snapshot(
+    session: Session, row: models.Contact, since: datetime | None
+) -> ContactSnapshot:
+    consents: dict[tuple[str, str], bool] = {}
+    for entry in session.scalars(
+        sa.select(models.Consent)
+        .where(models.Consent.contact_pk == row.id)
+        .order_by(models.Consent.recorded_at, models.Consent.id)
+    ):
+        consents[(entry.channel, entry.purpose)] = entry.granted
+    sends: tuple[PastSend, ...] = ()
+    if since is not None:
+        sends = tuple(
+            PastSend(s.sent_at, s.channel, s.purpose)
+            for s in session.scalars(
+                sa.select(models.Send)
+                .where(models.Send.contact_pk == row.id, models.Send.sent_at > since)
+                .order_by(models.Send.sent_at)
+            )
+        )
+    return ContactSnapshot(
+        pk=row.id,
+        contact_id=row.contact_id,
+        external_id=row.external_id,
+        phone_e164=row.phone_e164,
+        email=row.email,
+        stage=row.stage,
+        tier=row.tier,
+        time_zone=row.time_zone,
+        region=row.region,
+        do_not_contact=row.do_not_contact,
+        sms_capable=row.sms_capable,
+        attributes=dict(row.attributes or {}),
+        consents=consents,
+        sends=sends,
+    )
+
+
+def _stored_decision(
+    session: Session, key: str
+) -> tuple[str, Mapping[str, Any]] | None:
+    row = session.scalar(
+        sa.select(models.DecisionRow).where(models.DecisionRow.idempotency_key == key)
+    )
+    return None if row is None else (row.request_digest, row.response)
+
+
+def _decision_row(key: str, digest: str, verdict: Verdict) -> models.DecisionRow:
+    return models.DecisionRow(
+        idempotency_key=key,
+        request_digest=digest,
+        response=dict(verdict.response),
+        created_at=_now(),
+    )
+
+
+def _reserve(
+    session: Session, contact_pk: int, reservation: Reservation | None, seq: int
+) -> None:
+    if reservation is None:
+        return
+    session.add(
+        models.Send(
+            contact_pk=contact_pk,
+            channel=reservation.channel,
+            purpose=reservation.purpose,
+            campaign=reservation.campaign,
+            sent_at=reservation.at,
+            audit_seq=seq,
+        )
+    )
+
+
+def _lock_head(session: Session) -> models.AuditHead:
+    head = session.scalar(
+        sa.select(models.AuditHead).where(models.AuditHead.id == 1).with_for_update()
+    )
+    if head is None:
+        raise StoreError("audit_head row is missing: the store was not migrated")
+    return head
+
+
+def _append_audit(
+    session: Session,
+    kind: str,
+    body: Mapping[str, Any],
+    head: models.AuditHead | None = None,
+) -> int:
+    """Append one record after the locked head; return its seq."""
+    head = head or _lock_head(session)
+    prev = None
+    if head.seq:
+        prev = audit.AuditRecord(
+            seq=head.seq, recorded_at="", kind="", body={}, prev_hash="", hash=head.hash
+        )
+    record = audit.make_record(prev, kind, dict(body), _rfc3339(_now()))
+    session.add(
+        models.AuditRow(
+            seq=record.seq,
+            recorded_at=record.recorded_at,
+            kind=record.kind,
+            body=audit.canonical_json(dict(record.body)).decode("utf-8"),
+            prev_hash=record.prev_hash,
+            hash=record.hash,
+        )
+    )
+    head.seq, head.hash = record.seq, record.hash
+    session.flush()
+    return record.seq
+
+
+def _to_record(row: models.AuditRow) -> audit.AuditRecord:
+    return audit.AuditRecord(
+        seq=row.seq,
+        recorded_at=row.recorded_at,
+        kind=row.kind,
+        body=json.loads(row.body),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
