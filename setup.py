@@ -8,6 +8,7 @@ only ever produced from `protos/tollgate/v1/*.proto`, never edited by hand.
 from __future__ import annotations
 
 import pathlib
+import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -29,6 +30,7 @@ def generate_protos() -> None:
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",
+        *_mypy_plugins(),
         f"--proto_path={PROTO_ROOT}",
         f"--proto_path={well_known}",
         f"--python_out={ROOT}",
@@ -45,6 +47,17 @@ def generate_protos() -> None:
             (package / "py.typed").touch()
 
 
+def _mypy_plugins() -> list[str]:
+    """Name mypy-protobuf's protoc plugins beside this Python, when found there
+    (a virtualenv that is not on PATH); otherwise protoc searches PATH."""
+    scripts = pathlib.Path(sys.executable).parent
+    return [
+        f"--plugin={name}={scripts / name}"
+        for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
+        if (scripts / name).exists()
+    ]
+
+
 class BuildPyWithProtos(build_py):
     """build_py that generates the protobuf and gRPC modules first."""
 
@@ -53,4 +66,7 @@ class BuildPyWithProtos(build_py):
         super().run()
 
 
+# Generate before setup() looks for packages, so that `tollgate` is found on
+# the very first build of a fresh clone (editable installs included).
+generate_protos()
 setup(cmdclass={"build_py": BuildPyWithProtos})

@@ -67,3 +67,27 @@ def refuse_personal_data(attributes: Mapping[str, Any], field: str) -> None:
                 "looks like a phone number or e-mail address; personal data "
                 "belongs in the contact's phone or email field, not in attributes",
             )
+
+
+def plain_attributes(attributes: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """Attributes as JSON the audit log accepts: whole numbers become ints.
+
+    Protobuf's Struct carries every number as a double; a fractional number is
+    refused (audit records hash integers and strings only, so that a verifier
+    in any language hashes the same bytes).
+    """
+    return {key: _plain(value, f"{field}.{key}") for key, value in attributes.items()}
+
+
+def _plain(value: Any, field: str) -> Any:
+    if isinstance(value, Mapping):
+        return plain_attributes(value, field)
+    if isinstance(value, list):
+        return [_plain(item, f"{field}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidRequestError(
+                field, "fractional numbers are not accepted; send a string or minor units"
+            )
+        return int(value)
+    return value

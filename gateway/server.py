@@ -25,7 +25,9 @@ from gateway.errors import (
     ContactNotFoundError,
     InvalidRequestError,
     StoreError,
+    TollgateError,
 )
+from audit import AuditError
 from gateway.service import ContactInput, Gateway, SendInput
 from gateway.store import ContactRef
 from tollgate.v1 import gateway_pb2 as pb
@@ -65,7 +67,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         for request in request_iterator:
             try:
                 yield _send_response(self.gateway.send(_send_input(request)))
-            except (InvalidRequestError, ContactNotFoundError) as exc:
+            except (TollgateError, AuditError) as exc:
+                # One bad request does not end a campaign: it is answered with
+                # its error, nothing is sent for it, and the stream goes on.
                 yield pb.SendResponse(request_id=request.request_id, error=str(exc))
 
     def Check(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
@@ -209,6 +213,7 @@ def _send_response(response: Mapping[str, Any]) -> pb.SendResponse:
                     effect=r["effect"],
                     message=r["message"],
                     citation=r["citation"],
+                    not_before=_stamp(r["not_before"]),
                 )
                 for r in decision["reasons"]
             ],

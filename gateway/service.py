@@ -22,7 +22,12 @@ from gateway import lifecycle, timezones
 from gateway.channels import ChannelRegistry
 from gateway.errors import InvalidRequestError, UnknownChannelError
 from gateway.hookspecs import OutboundMessage
-from gateway.identity import normalise_email, normalise_phone, refuse_personal_data
+from gateway.identity import (
+    normalise_email,
+    normalise_phone,
+    plain_attributes,
+    refuse_personal_data,
+)
 from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
 from gateway.policy._engine import SendRecord
 from gateway.store import ContactFields, ContactRef, ContactSnapshot, Reservation
@@ -34,6 +39,7 @@ PURPOSES = ("marketing", "reminder", "transactional", "opt_out_confirmation")
 MAX_BODY = 1600
 MAX_NAME = 200
 NO_ADDRESS_RULE = "gateway.no-address"
+TOUCH_EVENT = "touch"
 
 
 @dataclass(frozen=True)
@@ -260,8 +266,10 @@ class Gateway:
             )
         if given.time_zone or given.region:
             _check_location(given.time_zone, given.region.upper())
+        attributes = None
         if given.attributes is not None:
-            refuse_personal_data(given.attributes, "attributes")
+            attributes = plain_attributes(given.attributes, "attributes")
+            refuse_personal_data(attributes, "attributes")
         fields = ContactFields(
             external_id=given.external_id,
             phone_e164=phone,
@@ -271,7 +279,7 @@ class Gateway:
             region=given.region.upper() or None,
             do_not_contact=given.do_not_contact,
             sms_capable=given.sms_capable if given.sms_capable is not None else sms,
-            attributes=given.attributes,
+            attributes=attributes,
         )
         return self.store.upsert_contact(fields, self._clock())
 
@@ -317,9 +325,11 @@ class Gateway:
         """Record an event; the contact's stage follows (see `lifecycle`)."""
         if not kind or len(kind) > 60:
             raise InvalidRequestError("kind", "is required, 1 to 60 characters")
-        refuse_personal_data(attributes or {}, "attributes")
+        plain = plain_attributes(attributes or {}, "attributes")
+        refuse_personal_data(plain, "attributes")
         when = self._clock() if at is None else at.astimezone(UTC)
-        entry = {"kind": kind, "attributes": dict(attributes or {}), "occurred_at": when}
+        entry = {"kind": kind, "attributes": plain, "occurred_at": when}
+        touch = _touch(kind, plain, when)
 
         def body(contact_id: str, stage: str) -> dict[str, Any]:
             return {
@@ -330,8 +340,22 @@ class Gateway:
             }
 
         return self.store.record_event(
-            ref, entry, lambda stage: lifecycle.stage_after(stage, kind), body
+            ref, entry, lambda stage: lifecycle.stage_after(stage, kind), body, touch
         )
+
+
+def _touch(kind: str, attributes: Mapping[str, Any], when: datetime) -> Reservation | None:
+    """A ``touch`` event is a message sent outside the gateway (a call, a
+    mailing); it carries ``channel`` and ``purpose`` and counts against caps."""
+    if kind != TOUCH_EVENT:
+        return None
+    channel, purpose = attributes.get("channel"), attributes.get("purpose")
+    if not isinstance(channel, str) or not channel or len(channel) > 40:
+        raise InvalidRequestError("attributes.channel", "a touch event needs the channel it used")
+    if purpose not in PURPOSES:
+        raise InvalidRequestError("attributes.purpose", f"must be one of {', '.join(PURPOSES)}")
+    campaign = str(attributes.get("campaign", ""))[:MAX_NAME]
+    return Reservation(channel, str(purpose), campaign, when)
 
 
 def _check_location(zone: str, region: str) -> None:

@@ -189,14 +189,20 @@ class Store:
         entry: Mapping[str, Any],
         new_stage: Callable[[str], str],
         audit_body: Callable[[str, str], Mapping[str, Any]],
+        touch: Reservation | None = None,
     ) -> tuple[str, str, int]:
-        """Append an event, move the stage; return (contact_id, stage, seq)."""
+        """Append an event, move the stage; return (contact_id, stage, seq).
+
+        A `touch` (a message sent outside the gateway) is also written as a
+        send, so that frequency caps count it.
+        """
         with self._sessions.begin() as session:
             row = _find(session, ref, lock=True)
             row.stage = new_stage(row.stage)
             row.updated_at = entry["occurred_at"]
             seq = _append_audit(session, "event", audit_body(row.contact_id, row.stage))
             session.add(models.Event(contact_pk=row.id, audit_seq=seq, **entry))
+            _reserve(session, row.id, touch, seq)
             return row.contact_id, row.stage, seq
 
     # -- decisions ----------------------------------------------------------
