@@ -20,9 +20,8 @@ OUT_PACKAGE = ROOT / "tollgate"
 
 def generate_protos() -> None:
     """Run protoc (from grpcio-tools) over every .proto under protos/."""
-    from grpc_tools import protoc  # build requirement, imported late
-
     import grpc_tools
+    from grpc_tools import protoc  # build requirement, imported late
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     if not protos:

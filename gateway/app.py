@@ -30,10 +30,14 @@ def default_policies() -> Path:
 
 @dataclass
 class Settings:
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("TOLLGATE_DATA", "var")))
+    data_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("TOLLGATE_DATA", "var"))
+    )
     database_url: str = field(default_factory=lambda: os.environ.get("TOLLGATE_DB", ""))
     policies: Path = field(
-        default_factory=lambda: Path(os.environ.get("TOLLGATE_POLICIES", "") or default_policies())
+        default_factory=lambda: Path(
+            os.environ.get("TOLLGATE_POLICIES", "") or default_policies()
+        )
     )
     outbox_channels: str = field(
         default_factory=lambda: os.environ.get("TOLLGATE_OUTBOX_CHANNELS", "")
@@ -63,7 +67,9 @@ def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> G
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigurationError(f"cannot create data folder {settings.data_dir}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot create data folder {settings.data_dir}: {exc}"
+        ) from exc
     bundle = load_bundle(settings.policies)
     channels = load_registry(settings.plugin_settings(), extra_plugins)
     store = Store.open(settings.store_url())
@@ -73,4 +79,6 @@ def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> G
         len(bundle.policies),
         ", ".join(sorted(channels.channels)),
     )
-    return Gateway(store, bundle, channels, allow_client_clock=settings.allow_client_clock)
+    return Gateway(
+        store, bundle, channels, allow_client_clock=settings.allow_client_clock
+    )

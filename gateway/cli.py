@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
-class _Instant(click.ParamType):
+class _Instant(click.ParamType):  # type: ignore[type-arg]
     name = "instant"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
@@ -57,13 +60,28 @@ def _settings(data_dir: Path | None, db: str | None, policies: Path | None) -> S
     return settings
 
 
-_data_opt = click.option("--data-dir", type=click.Path(path_type=Path), help="Folder for the SQLite store and the outbox (default ./var or $TOLLGATE_DATA).")
-_db_opt = click.option("--db", help="SQLAlchemy URL of the store (default: SQLite in the data folder, or $TOLLGATE_DB).")
-_policies_opt = click.option("--policies", type=click.Path(path_type=Path, exists=True, file_okay=False), help="Policy bundle folder (default: the bundle shipped with Tollgate).")
+_data_opt = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder for the SQLite store and the outbox "
+    "(default ./var or $TOLLGATE_DATA).",
+)
+_db_opt = click.option(
+    "--db",
+    help="SQLAlchemy URL of the store "
+    "(default: SQLite in the data folder, or $TOLLGATE_DB).",
+)
+_policies_opt = click.option(
+    "--policies",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Policy bundle folder (default: the bundle shipped with Tollgate).",
+)
 
 
 @click.group()
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-v info, -vv debug)."
+)
 def main(verbose: int) -> None:
     """Tollgate: a compliance gateway between campaign tools and channels."""
     _setup_logging(verbose)
@@ -73,10 +91,30 @@ def main(verbose: int) -> None:
 @_data_opt
 @_db_opt
 @_policies_opt
-@click.option("--listen", default="127.0.0.1:50051", show_default=True, help="Address to serve gRPC on.")
-@click.option("--outbox-channels", default="", help="Channels the outbox plugin also serves, e.g. 'sms'.")
-@click.option("--allow-client-clock", is_flag=True, help="Honour SendRequest.at (tests and replays only).")
-def serve(data_dir: Path | None, db: str | None, policies: Path | None, listen: str, outbox_channels: str, allow_client_clock: bool) -> None:
+@click.option(
+    "--listen",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="Address to serve gRPC on.",
+)
+@click.option(
+    "--outbox-channels",
+    default="",
+    help="Channels the outbox plugin also serves, e.g. 'sms'.",
+)
+@click.option(
+    "--allow-client-clock",
+    is_flag=True,
+    help="Honour SendRequest.at (tests and replays only).",
+)
+def serve(
+    data_dir: Path | None,
+    db: str | None,
+    policies: Path | None,
+    listen: str,
+    outbox_channels: str,
+    allow_client_clock: bool,
+) -> None:
     """Run the gRPC gateway until interrupted."""
     from gateway.server import build_server
 
@@ -87,7 +125,10 @@ def serve(data_dir: Path | None, db: str | None, policies: Path | None, listen: 
         gateway = build_gateway(settings)
         server, port = build_server(gateway, listen)
     server.start()
-    click.echo(f"tollgate serving on {listen.rsplit(':', 1)[0]}:{port} (bundle {gateway.bundle.hash[:12]})")
+    click.echo(
+        f"tollgate serving on {listen.rsplit(':', 1)[0]}:{port} "
+        f"(bundle {gateway.bundle.hash[:12]})"
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -101,11 +142,33 @@ def serve(data_dir: Path | None, db: str | None, policies: Path | None, listen: 
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var/demo"), show_default=True, help="Folder for the demo's store and outbox; emptied first.")
-@click.option("--at", "at", type=_Instant(), default=None, help="Campaign clock, e.g. 2026-12-08T01:30:00Z (default: now).")
-@click.option("--limit", type=int, default=0, help="Only the first N customers (0: all).")
-@click.option("--data", "csv_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="The bank-marketing CSV (default: the copy shipped in data/).")
-def demo(data_dir: Path, at: datetime | None, limit: int, csv_path: Path | None) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Folder for the demo's store and outbox; emptied first.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=_Instant(),
+    default=None,
+    help="Campaign clock, e.g. 2026-12-08T01:30:00Z (default: now).",
+)
+@click.option(
+    "--limit", type=int, default=0, help="Only the first N customers (0: all)."
+)
+@click.option(
+    "--data",
+    "csv_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The bank-marketing CSV (default: the copy shipped in data/).",
+)
+def demo(
+    data_dir: Path, at: datetime | None, limit: int, csv_path: Path | None
+) -> None:
     """Route a term-deposit promotion to the UCI bank customers, end to end."""
     from gateway import demo as demo_module
 
@@ -141,7 +204,10 @@ def audit_verify(data_dir: Path | None, db: str | None) -> None:
         sys.exit(1)
     finally:
         store.close()
-    click.echo(f"OK: {summary.count} records, head seq {summary.head_seq} hash {summary.head_hash}")
+    click.echo(
+        f"OK: {summary.count} records, "
+        f"head seq {summary.head_seq} hash {summary.head_hash}"
+    )
 
 
 @audit_group.command("export")
@@ -165,13 +231,19 @@ def policy() -> None:
 
 
 @policy.command("lint")
-@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False), required=False)
+@click.argument(
+    "folder",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=False,
+)
 def policy_lint(folder: Path | None) -> None:
     """Load and validate a bundle offline; exit 1 naming the first error."""
     with _refusing():
         bundle = load_bundle(folder or default_policies())
     rules = sum(len(p.rules) + len(p.caps) for p in bundle.policies)
-    click.echo(f"OK: {len(bundle.policies)} policies, {rules} rules, bundle {bundle.hash}")
+    click.echo(
+        f"OK: {len(bundle.policies)} policies, {rules} rules, bundle {bundle.hash}"
+    )
 
 
 @main.group()
@@ -197,8 +269,7 @@ class _refusing:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         if isinstance(exc, TollgateError):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        return False

@@ -128,7 +128,13 @@ def _customer(
     elif phone and roll < 0.20:
         region = "US-FL"  # moved to Florida, kept their old number
     consent_roll = rng.random()
-    consent = "granted" if consent_roll < 0.82 else "none" if consent_roll < 0.92 else "revoked"
+    consent = (
+        "granted"
+        if consent_roll < 0.82
+        else "none"
+        if consent_roll < 0.92
+        else "revoked"
+    )
     return Customer(
         external_id=f"bank-{index + 1:04d}",
         stage=_stage(row),
@@ -138,7 +144,11 @@ def _customer(
         do_not_contact=row["default"] == "yes",
         consent=consent,
         prior_calls=min(int(row["campaign"]) - 1, 3),
-        attributes={"age": int(row["age"]), "job": row["job"], "balance_eur": int(row["balance"])},
+        attributes={
+            "age": int(row["age"]),
+            "job": row["job"],
+            "balance_eur": int(row["balance"]),
+        },
     )
 
 
@@ -175,12 +185,16 @@ def run(
     """Run the whole demo; see the module docstring."""
     customers = load_customers(csv_path or default_csv(), limit)
     _fresh(data_dir)
-    settings = Settings(data_dir=data_dir, outbox_channels="sms", allow_client_clock=True)
+    settings = Settings(
+        data_dir=data_dir, outbox_channels="sms", allow_client_clock=True
+    )
     settings.database_url = ""
     gateway = build_gateway(settings)
     server, port = build_server(gateway, "127.0.0.1:0")
     server.start()
-    summary = Summary(at, len(customers), port, settings.store_url(), gateway.bundle.hash)
+    summary = Summary(
+        at, len(customers), port, settings.store_url(), gateway.bundle.hash
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.GatewayStub(channel)
@@ -219,7 +233,9 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-def _import(stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: datetime) -> None:
+def _import(
+    stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: datetime
+) -> None:
     """Create every contact, its consent and its prior calls over gRPC."""
     consent_at = at - timedelta(days=30)
     for c in customers:
@@ -245,7 +261,11 @@ def _import(stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: dateti
                     contact=ref,
                     kind="touch",
                     attributes=_struct(
-                        {"channel": "voice", "purpose": "marketing", "campaign": "term-deposit-calls"}
+                        {
+                            "channel": "voice",
+                            "purpose": "marketing",
+                            "campaign": "term-deposit-calls",
+                        }
                     ),
                     at=_stamp(at - timedelta(hours=2 + 5 * k)),
                 )
@@ -253,7 +273,11 @@ def _import(stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: dateti
 
 
 def _consent(
-    stub: pb_grpc.GatewayStub, ref: pb.ContactRef, granted: bool, source: str, at: datetime
+    stub: pb_grpc.GatewayStub,
+    ref: pb.ContactRef,
+    granted: bool,
+    source: str,
+    at: datetime,
 ) -> None:
     stub.RecordConsent(
         pb.RecordConsentRequest(
@@ -268,7 +292,10 @@ def _consent(
 
 
 def _campaign(
-    stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: datetime, summary: Summary
+    stub: pb_grpc.GatewayStub,
+    customers: Sequence[Customer],
+    at: datetime,
+    summary: Summary,
 ) -> None:
     """Stream the promotion to every customer and tally the answers."""
 
@@ -302,7 +329,9 @@ def _tally(response: pb.SendResponse, summary: Summary) -> None:
             continue
         summary.rules[outcome][reason.rule_id] += 1
         if reason.HasField("not_before"):
-            summary.clears[reason.rule_id].append(reason.not_before.ToDatetime(tzinfo=UTC))
+            summary.clears[reason.rule_id].append(
+                reason.not_before.ToDatetime(tzinfo=UTC)
+            )
     if response.delivery.status == pb.FORWARDED:
         summary.forwarded += 1
 
@@ -334,9 +363,14 @@ def _report_lines(s: Summary) -> Iterator[str]:
         f"  {s.customers} customers of the UCI Bank Marketing data set "
         "(Moro, Laureano and Cortez, ESM'2011)"
     )
-    yield f"  campaign clock {s.at.strftime('%Y-%m-%d %H:%M UTC')}; gateway on 127.0.0.1:{s.port}"
+    yield (
+        f"  campaign clock {s.at.strftime('%Y-%m-%d %H:%M UTC')}; "
+        f"gateway on 127.0.0.1:{s.port}"
+    )
     yield f"  policy bundle {s.bundle_hash[:16]}...; store {s.store_url}"
-    yield "  contacts by stage: " + ", ".join(f"{k} {v}" for k, v in sorted(s.stages.items()))
+    yield "  contacts by stage: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(s.stages.items())
+    )
     yield ""
     yield "Decisions"
     for outcome in ("ALLOW", "DEFER", "DENY"):
@@ -360,7 +394,10 @@ def _report_lines(s: Summary) -> Iterator[str]:
         yield f"  {rule:<40} {count:>6}  {when}"
     yield ""
     yield "What left the gateway"
-    yield f"  forwarded to the sms channel: {s.forwarded}; lines in {s.outbox_path}: {s.outbox_lines}"
+    yield (
+        f"  forwarded to the sms channel: {s.forwarded}; "
+        f"lines in {s.outbox_path}: {s.outbox_lines}"
+    )
     if s.outbox_lines != s.forwarded or s.outbox_lines != s.outcomes["ALLOW"]:
         yield "  WARNING: the outbox does not match the allowed messages"
     yield ""

@@ -36,8 +36,9 @@ class OutboundMessage:
     """A message the gateway has decided to send.
 
     `to` is the recipient's address of the kind the channel declared (an E.164
-    phone number or an e-mail address); it is the only personal datum a plugin receives and must not be
-    logged. `contact_id` is the pseudonymous id to use in logs instead.
+    phone number or an e-mail address); it is the only personal datum a plugin
+    receives and must not be logged; `contact_id` is the pseudonymous id to log
+    instead.
     """
 
     channel: str

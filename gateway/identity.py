@@ -87,7 +87,8 @@ def _plain(value: Any, field: str) -> Any:
     if isinstance(value, float):
         if not value.is_integer():
             raise InvalidRequestError(
-                field, "fractional numbers are not accepted; send a string or minor units"
+                field,
+                "fractional numbers are not accepted; send a string or minor units",
             )
         return int(value)
     return value

@@ -10,16 +10,17 @@ reflection services, so `grpcurl` can list and call it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from audit import AuditError
 from gateway.errors import (
     ConfigurationError,
     ContactNotFoundError,
@@ -27,13 +28,13 @@ from gateway.errors import (
     StoreError,
     TollgateError,
 )
-from audit import AuditError
 from gateway.service import ContactInput, Gateway, SendInput
 from gateway.store import ContactRef
 from tollgate.v1 import gateway_pb2 as pb
 from tollgate.v1 import gateway_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 _PURPOSES = {
@@ -49,6 +50,7 @@ _STAGES = {
     pb.STAGE_CONVERTED: "converted",
 }
 _STAGE_ENUM = {name: value for value, name in _STAGES.items()}
+_PURPOSE_NAMES: dict[int, str] = {int(k): v for k, v in _PURPOSES.items()}
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
@@ -57,9 +59,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
-        with _mapped_errors(context):
-            return _send_response(self.gateway.send(_send_input(request)))
+    def Send(
+        self, request: pb.SendRequest, context: grpc.ServicerContext
+    ) -> pb.SendResponse:
+        return _guarded(
+            context, lambda: _send_response(self.gateway.send(_send_input(request)))
+        )
 
     def SendStream(
         self, request_iterator: Iterator[pb.SendRequest], context: grpc.ServicerContext
@@ -72,21 +77,26 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 # its error, nothing is sent for it, and the stream goes on.
                 yield pb.SendResponse(request_id=request.request_id, error=str(exc))
 
-    def Check(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
-        with _mapped_errors(context):
-            return _send_response(self.gateway.check(_send_input(request)))
+    def Check(
+        self, request: pb.SendRequest, context: grpc.ServicerContext
+    ) -> pb.SendResponse:
+        return _guarded(
+            context, lambda: _send_response(self.gateway.check(_send_input(request)))
+        )
 
     def UpsertContact(
         self, request: pb.UpsertContactRequest, context: grpc.ServicerContext
     ) -> pb.UpsertContactResponse:
-        with _mapped_errors(context):
+        def work() -> pb.UpsertContactResponse:
             contact_id, created = self.gateway.upsert_contact(_contact_input(request))
             return pb.UpsertContactResponse(contact_id=contact_id, created=created)
+
+        return _guarded(context, work)
 
     def RecordConsent(
         self, request: pb.RecordConsentRequest, context: grpc.ServicerContext
     ) -> pb.RecordConsentResponse:
-        with _mapped_errors(context):
+        def work() -> pb.RecordConsentResponse:
             contact_id, seq = self.gateway.record_consent(
                 _ref(request.contact),
                 channel=request.channel,
@@ -97,10 +107,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             )
             return pb.RecordConsentResponse(contact_id=contact_id, audit_seq=seq)
 
+        return _guarded(context, work)
+
     def RecordEvent(
         self, request: pb.RecordEventRequest, context: grpc.ServicerContext
     ) -> pb.RecordEventResponse:
-        with _mapped_errors(context):
+        def work() -> pb.RecordEventResponse:
             contact_id, stage, seq = self.gateway.record_event(
                 _ref(request.contact),
                 kind=request.kind,
@@ -111,29 +123,27 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 contact_id=contact_id, stage=_STAGE_ENUM[stage], audit_seq=seq
             )
 
+        return _guarded(context, work)
 
-class _mapped_errors:
-    """Context manager turning gateway errors into gRPC status codes."""
 
-    def __init__(self, context: grpc.ServicerContext) -> None:
-        self.context = context
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, grpc.RpcError):
-            return False
-        if isinstance(exc, InvalidRequestError):
-            _abort(self.context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if isinstance(exc, ContactNotFoundError):
-            _abort(self.context, grpc.StatusCode.NOT_FOUND, str(exc))
-        if isinstance(exc, StoreError):
-            _abort(self.context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        if isinstance(exc, Exception):
-            log.exception("request failed; nothing was sent")
-            _abort(self.context, grpc.StatusCode.INTERNAL, "internal error; nothing was sent")
-        return False
+def _guarded(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+    """Run `work`, turning gateway errors into gRPC status codes."""
+    try:
+        return work()
+    except InvalidRequestError as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except ContactNotFoundError as exc:
+        _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+    except StoreError as exc:
+        _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+    except AuditError as exc:
+        log.error("request refused by the audit log: %s", exc)
+        _abort(
+            context, grpc.StatusCode.FAILED_PRECONDITION, f"cannot be audited: {exc}"
+        )
+    except Exception:
+        log.exception("request failed; nothing was sent")
+        _abort(context, grpc.StatusCode.INTERNAL, "internal error; nothing was sent")
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, text: str) -> NoReturn:
@@ -146,9 +156,9 @@ def _ref(ref: pb.ContactRef) -> ContactRef:
 
 
 def _purpose(value: int) -> str:
-    if value not in _PURPOSES:
+    if value not in _PURPOSE_NAMES:
         raise InvalidRequestError("purpose", "must be set (marketing, reminder, ...)")
-    return _PURPOSES[value]
+    return _PURPOSE_NAMES[value]
 
 
 def _time(message: Any, field: str) -> datetime | None:
@@ -176,7 +186,7 @@ def _contact_input(request: pb.UpsertContactRequest) -> ContactInput:
         external_id=request.external_id,
         phone=request.phone,
         email=request.email,
-        stage=_STAGES.get(request.stage, ""),
+        stage=_STAGES.get(request.stage, "") if request.stage else "",
         time_zone=request.time_zone,
         region=request.region,
         do_not_contact=request.do_not_contact,

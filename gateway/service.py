@@ -30,8 +30,14 @@ from gateway.identity import (
 )
 from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
 from gateway.policy._engine import SendRecord
-from gateway.store import ContactFields, ContactRef, ContactSnapshot, Reservation
-from gateway.store import Store, Verdict
+from gateway.store import (
+    ContactFields,
+    ContactRef,
+    ContactSnapshot,
+    Reservation,
+    Store,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +130,7 @@ class Gateway:
         )
         if replayed or snap is None:
             return {**response, "request_id": request.request_id, "replayed": True}
+        response = dict(response)
         decision = outcome["decision"]
         _log_decision(request, response)
         if decision.outcome == "ALLOW":
@@ -132,7 +139,9 @@ class Gateway:
 
     def _validate(self, request: SendInput, *, need_key: bool) -> None:
         if not (request.contact.external_id or request.contact.contact_id):
-            raise InvalidRequestError("contact", "is required (external_id or contact_id)")
+            raise InvalidRequestError(
+                "contact", "is required (external_id or contact_id)"
+            )
         try:
             self.channels.require(request.channel)
         except UnknownChannelError as exc:
@@ -144,16 +153,19 @@ class Gateway:
         if not request.body or len(request.body) > MAX_BODY:
             raise InvalidRequestError("body", f"must hold 1 to {MAX_BODY} characters")
         if len(request.campaign) > MAX_NAME:
-            raise InvalidRequestError("campaign", f"is longer than {MAX_NAME} characters")
+            raise InvalidRequestError(
+                "campaign", f"is longer than {MAX_NAME} characters"
+            )
         key = request.idempotency_key
-        if need_key and not key or len(key) > MAX_NAME:
+        if (need_key and not key) or len(key) > MAX_NAME:
             raise InvalidRequestError(
                 "idempotency_key", f"is required, 1 to {MAX_NAME} characters"
             )
         if request.at is not None and not self.allow_client_clock:
             raise InvalidRequestError(
-                "at", "the gateway decides on its own clock (start it with "
-                "--allow-client-clock to replay a campaign at a fixed time)"
+                "at",
+                "the gateway decides on its own clock (start it with "
+                "--allow-client-clock to replay a campaign at a fixed time)",
             )
 
     def _now(self, at: datetime | None) -> datetime:
@@ -297,7 +309,9 @@ class Gateway:
         if not channel or len(channel) > 40:
             raise InvalidRequestError("channel", "is required, 1 to 40 characters")
         if purpose not in PURPOSES:
-            raise InvalidRequestError("purpose", f"must be one of {', '.join(PURPOSES)}")
+            raise InvalidRequestError(
+                "purpose", f"must be one of {', '.join(PURPOSES)}"
+            )
         if not source or len(source) > 40:
             raise InvalidRequestError("source", "is required, 1 to 40 characters")
         when = self._clock() if at is None else at.astimezone(UTC)
@@ -344,16 +358,22 @@ class Gateway:
         )
 
 
-def _touch(kind: str, attributes: Mapping[str, Any], when: datetime) -> Reservation | None:
+def _touch(
+    kind: str, attributes: Mapping[str, Any], when: datetime
+) -> Reservation | None:
     """A ``touch`` event is a message sent outside the gateway (a call, a
     mailing); it carries ``channel`` and ``purpose`` and counts against caps."""
     if kind != TOUCH_EVENT:
         return None
     channel, purpose = attributes.get("channel"), attributes.get("purpose")
     if not isinstance(channel, str) or not channel or len(channel) > 40:
-        raise InvalidRequestError("attributes.channel", "a touch event needs the channel it used")
+        raise InvalidRequestError(
+            "attributes.channel", "a touch event needs the channel it used"
+        )
     if purpose not in PURPOSES:
-        raise InvalidRequestError("attributes.purpose", f"must be one of {', '.join(PURPOSES)}")
+        raise InvalidRequestError(
+            "attributes.purpose", f"must be one of {', '.join(PURPOSES)}"
+        )
     campaign = str(attributes.get("campaign", ""))[:MAX_NAME]
     return Reservation(channel, str(purpose), campaign, when)
 
@@ -424,7 +444,9 @@ def _response(
         "replayed": False,
         "decision": {
             "outcome": decision.outcome,
-            "not_before": decision.not_before.isoformat() if decision.not_before else "",
+            "not_before": decision.not_before.isoformat()
+            if decision.not_before
+            else "",
             "reasons": [_reason_dict(r) for r in decision.reasons],
             "bundle_hash": decision.bundle_hash,
             "audit_seq": audit_seq,

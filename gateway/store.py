@@ -240,7 +240,10 @@ class Store:
             return verdict.response, False, snap
 
     def complete(
-        self, idempotency_key: str, audit_body: Mapping[str, Any], response_update: Callable[[int], Mapping[str, Any]]
+        self,
+        idempotency_key: str,
+        audit_body: Mapping[str, Any],
+        response_update: Callable[[int], Mapping[str, Any]],
     ) -> int:
         """Append a delivery outcome and store it with the decision's answer."""
         with self._sessions.begin() as session:
@@ -358,7 +361,9 @@ def _apply(row: models.Contact, fields: ContactFields, now: datetime) -> None:
 
 def _find(session: Session, ref: ContactRef, *, lock: bool) -> models.Contact:
     column = models.Contact.contact_id if ref.contact_id else models.Contact.external_id
-    query = sa.select(models.Contact).where(column == (ref.contact_id or ref.external_id))
+    query = sa.select(models.Contact).where(
+        column == (ref.contact_id or ref.external_id)
+    )
     if lock:
         query = query.with_for_update()
     row = session.scalar(query)

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import celpy
 import yaml
+from celpy.celparser import CELParseError
 
 from gateway.errors import PolicyError
 from gateway.policy._functions import HOST_FUNCTIONS
@@ -88,7 +89,9 @@ class Bundle:
     @property
     def history_window(self) -> timedelta:
         """How far back decisions need the contact's sends (the longest cap)."""
-        return max((c.window for p in self.policies for c in p.caps), default=timedelta())
+        return max(
+            (c.window for p in self.policies for c in p.caps), default=timedelta()
+        )
 
 
 def load_bundle(folder: str | Path) -> Bundle:
@@ -131,11 +134,17 @@ class _Reader:
     def policy(self, doc: Any) -> Policy:
         if not isinstance(doc, dict):
             raise self.fail("top level", f"expected a mapping, found {_kind(doc)}")
-        self.keys(doc, POLICY_KEYS, {"id", "description", "citation", "match"}, "policy")
+        self.keys(
+            doc, POLICY_KEYS, {"id", "description", "citation", "match"}, "policy"
+        )
         pid = self.text(doc, "id", "policy")
         variables = self.variables(doc.get("variables") or {}, pid)
-        rules = tuple(self.rule(r, pid, i) for i, r in enumerate(self.seq(doc, "rules", pid)))
-        caps = tuple(self.cap(c, pid, i) for i, c in enumerate(self.seq(doc, "caps", pid)))
+        rules = tuple(
+            self.rule(r, pid, i) for i, r in enumerate(self.seq(doc, "rules", pid))
+        )
+        caps = tuple(
+            self.cap(c, pid, i) for i, c in enumerate(self.seq(doc, "caps", pid))
+        )
         if not rules and not caps:
             raise self.fail(f"policy {pid!r}", "has neither rules nor caps")
         return Policy(
@@ -158,8 +167,12 @@ class _Reader:
         where = f"rule {rid!r}"
         effect = self.text(doc, "effect", where)
         if effect not in EFFECTS:
-            raise self.fail(where, f"effect must be one of {', '.join(EFFECTS)}, found {effect!r}")
-        not_before = self.expr(doc, "not_before", where) if "not_before" in doc else None
+            raise self.fail(
+                where, f"effect must be one of {', '.join(EFFECTS)}, found {effect!r}"
+            )
+        not_before = (
+            self.expr(doc, "not_before", where) if "not_before" in doc else None
+        )
         if not_before is not None and effect != "defer":
             raise self.fail(where, "not_before is only meaningful for effect 'defer'")
         return Rule(
@@ -208,10 +221,16 @@ class _Reader:
             out.append((name, self.expr(doc, name, f"{where} {name!r}")))
         return tuple(out)
 
-    def keys(self, doc: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
+    def keys(
+        self, doc: dict[str, Any], allowed: set[str], required: set[str], where: str
+    ) -> None:
         unknown = sorted(set(doc) - allowed)
         if unknown:
-            raise self.fail(where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+            raise self.fail(
+                where,
+                f"unknown key(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}",
+            )
         missing = sorted(required - set(doc))
         if missing:
             raise self.fail(where, f"missing required key(s) {', '.join(missing)}")
@@ -225,19 +244,25 @@ class _Reader:
     def seq(self, doc: Mapping[str, Any], key: str, pid: str) -> Sequence[Any]:
         value = doc.get(key) or []
         if not isinstance(value, list):
-            raise self.fail(f"policy {pid!r}", f"{key} must be a list, found {_kind(value)}")
+            raise self.fail(
+                f"policy {pid!r}", f"{key} must be a list, found {_kind(value)}"
+            )
         return value
 
     def names(self, doc: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = doc.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and v for v in value
+        ):
             raise self.fail(where, f"{key} must be a list of names, found {value!r}")
         return tuple(value)
 
     def duration(self, value: Any, where: str) -> timedelta:
         match = _DURATION.match(str(value))
         if match is None or int(match.group(1)) == 0:
-            raise self.fail(where, f"window must look like 90m, 24h or 7d, found {value!r}")
+            raise self.fail(
+                where, f"window must look like 90m, 24h or 7d, found {value!r}"
+            )
         return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
     def expr(self, doc: Mapping[str, Any], key: str, where: str) -> Expr:
@@ -246,14 +271,16 @@ class _Reader:
             raise self.fail(where, f"{key} must be a CEL expression, found {source!r}")
         try:
             ast = _ENV.compile(source)
-        except celpy.CELParseError as exc:
+        except CELParseError as exc:
             line, column = getattr(exc, "line", "?"), getattr(exc, "column", "?")
             raise self.fail(
                 where,
                 f"{key} is not valid CEL (expression line {line}, column {column}): "
                 f"{source.strip()!r}",
             ) from exc
-        return Expr(source.strip(), _ENV.program(ast, functions=HOST_FUNCTIONS))
+        return Expr(
+            source.strip(), _ENV.program(ast, functions=cast(Any, HOST_FUNCTIONS))
+        )
 
 
 RESERVED_NAMES = frozenset({"contact", "message", "client", "now"})

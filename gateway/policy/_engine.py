@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import celpy
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 from gateway.policy._bundle import Bundle, Cap, Expr, Policy, Rule
 
@@ -88,9 +89,9 @@ def evaluate(bundle: Bundle, given: DecisionInput) -> Decision:
 def _activation(given: DecisionInput) -> dict[str, Any]:
     return {
         "now": celtypes.TimestampType(given.now.astimezone(UTC)),
-        "contact": celpy.json_to_cel(dict(given.contact)),
-        "message": celpy.json_to_cel(dict(given.message)),
-        "client": celpy.json_to_cel(dict(given.client)),
+        "contact": json_to_cel(dict(given.contact)),
+        "message": json_to_cel(dict(given.message)),
+        "client": json_to_cel(dict(given.client)),
     }
 
 
@@ -166,19 +167,23 @@ def _run(expr: Expr, scope: dict[str, Any]) -> Any:
 def _boolean(expr: Expr, scope: dict[str, Any]) -> bool:
     value = _run(expr, scope)
     if not isinstance(value, celtypes.BoolType):
-        raise _RuleError(f"{expr.source!r} gave {type(value).__name__}, expected a bool")
+        raise _RuleError(
+            f"{expr.source!r} gave {type(value).__name__}, expected a bool"
+        )
     return bool(value)
 
 
 def _timestamp(expr: Expr, scope: dict[str, Any]) -> datetime:
     value = _run(expr, scope)
     if not isinstance(value, datetime):
-        raise _RuleError(f"{expr.source!r} gave {type(value).__name__}, expected a timestamp")
+        raise _RuleError(
+            f"{expr.source!r} gave {type(value).__name__}, expected a timestamp"
+        )
     return value.astimezone(UTC)
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, celpy.CELEvalError) and exc.args:
+    if isinstance(exc, CELEvalError) and exc.args:
         return str(exc.args[0])
     return str(exc) or type(exc).__name__
 

@@ -18,7 +18,9 @@ def _clock(value: Any) -> time:
     try:
         return time.fromisoformat(str(value))
     except ValueError as exc:
-        raise ValueError(f"expected a local time like '08:00', found {value!r}") from exc
+        raise ValueError(
+            f"expected a local time like '08:00', found {value!r}"
+        ) from exc
 
 
 def _zones(value: Any) -> list[str]:
@@ -33,16 +35,21 @@ def _instant(value: Any) -> datetime:
 
 def inside_window(now: Any, zones: Any, start: Any, end: Any) -> celtypes.BoolType:
     """True when local time is inside [start, end) in every candidate zone."""
-    inside = quiet_hours.inside_window(_instant(now), _zones(zones), _clock(start), _clock(end))
+    inside = quiet_hours.inside_window(
+        _instant(now), _zones(zones), _clock(start), _clock(end)
+    )
     return celtypes.BoolType(inside)
 
 
 def next_allowed(now: Any, zones: Any, start: Any, end: Any) -> celtypes.TimestampType:
     """The earliest instant, from now, inside the window in every zone."""
-    found = quiet_hours.next_allowed(_instant(now), _zones(zones), _clock(start), _clock(end))
+    found = quiet_hours.next_allowed(
+        _instant(now), _zones(zones), _clock(start), _clock(end)
+    )
     if found is None:
         raise ValueError(
-            f"no instant in the next days is inside {start}-{end} in all of {_zones(zones)}"
+            f"no instant in the next 8 days is inside {start}-{end} "
+            f"in all of {_zones(zones)}"
         )
     return celtypes.TimestampType(found)
 

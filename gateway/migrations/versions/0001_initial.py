@@ -7,6 +7,8 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,24 +40,37 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
     )
-    _ledger("consents", [
-        sa.Column("channel", sa.String(40), nullable=False),
-        sa.Column("purpose", sa.String(40), nullable=False),
-        sa.Column("granted", sa.Boolean, nullable=False),
-        sa.Column("source", sa.String(40), nullable=False),
-        sa.Column("recorded_at", UTCDateTime, nullable=False),
-    ], "recorded_at")
-    _ledger("events", [
-        sa.Column("kind", sa.String(60), nullable=False),
-        sa.Column("attributes", sa.JSON, nullable=False),
-        sa.Column("occurred_at", UTCDateTime, nullable=False),
-    ], "occurred_at")
-    _ledger("sends", [
-        sa.Column("channel", sa.String(40), nullable=False),
-        sa.Column("purpose", sa.String(40), nullable=False),
-        sa.Column("campaign", sa.String(200), nullable=False),
-        sa.Column("sent_at", UTCDateTime, nullable=False),
-    ], "sent_at", index_name="ix_sends_contact_time")
+    _ledger(
+        "consents",
+        [
+            sa.Column("channel", sa.String(40), nullable=False),
+            sa.Column("purpose", sa.String(40), nullable=False),
+            sa.Column("granted", sa.Boolean, nullable=False),
+            sa.Column("source", sa.String(40), nullable=False),
+            sa.Column("recorded_at", UTCDateTime, nullable=False),
+        ],
+        "recorded_at",
+    )
+    _ledger(
+        "events",
+        [
+            sa.Column("kind", sa.String(60), nullable=False),
+            sa.Column("attributes", sa.JSON, nullable=False),
+            sa.Column("occurred_at", UTCDateTime, nullable=False),
+        ],
+        "occurred_at",
+    )
+    _ledger(
+        "sends",
+        [
+            sa.Column("channel", sa.String(40), nullable=False),
+            sa.Column("purpose", sa.String(40), nullable=False),
+            sa.Column("campaign", sa.String(200), nullable=False),
+            sa.Column("sent_at", UTCDateTime, nullable=False),
+        ],
+        "sent_at",
+        index_name="ix_sends_contact_time",
+    )
     op.create_table(
         "decisions",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -68,12 +83,14 @@ def upgrade() -> None:
 
 
 def _ledger(
-    name: str, columns: list[sa.Column], time_column: str, index_name: str = ""
+    name: str, columns: list[sa.Column[Any]], time_column: str, index_name: str = ""
 ) -> None:
     op.create_table(
         name,
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("contact_pk", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False),
+        sa.Column(
+            "contact_pk", sa.Integer, sa.ForeignKey("contacts.id"), nullable=False
+        ),
         *columns,
         sa.Column("audit_seq", sa.BigInteger, nullable=False),
     )
