@@ -273,3 +273,7 @@ class _refusing:
         if isinstance(exc, TollgateError):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

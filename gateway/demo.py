@@ -174,6 +174,22 @@ class Summary:
     def report(self) -> str:
         return "\n".join(_report_lines(self))
 
+    def to_json(self) -> dict[str, Any]:
+        """The figures of the report, for scripts and the end-to-end test."""
+        return {
+            "at": self.at.isoformat(),
+            "customers": self.customers,
+            "bundle_hash": self.bundle_hash,
+            "outcomes": dict(self.outcomes),
+            "rules": {outcome: dict(rules) for outcome, rules in self.rules.items()},
+            "stages": dict(self.stages),
+            "errors": self.errors,
+            "forwarded": self.forwarded,
+            "outbox_lines": self.outbox_lines,
+            "chain_ok": self.chain_ok,
+            "seconds": self.seconds,
+        }
+
 
 def run(
     *,
@@ -210,13 +226,16 @@ def run(
     _check_outbox(data_dir / "outbox.jsonl", summary)
     _verify(gateway.store, summary)
     gateway.store.close()
+    summary_path = data_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
     return summary
 
 
 def _fresh(data_dir: Path) -> None:
     """Empty the demo folder so runs never mix (only Tollgate's own files)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("tollgate.db", "tollgate.db-wal", "tollgate.db-shm", "outbox.jsonl"):
+    owned = ("tollgate.db", "tollgate.db-wal", "tollgate.db-shm", "outbox.jsonl")
+    for name in (*owned, "summary.json"):
         (data_dir / name).unlink(missing_ok=True)
     shutil.rmtree(data_dir / "tmp", ignore_errors=True)
 

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import AT, GatewayFactory, add_contact
 
 import audit
-from support import AT, GatewayFactory, add_contact
 from gateway.service import Gateway, SendInput
 from gateway.store import ContactRef
 

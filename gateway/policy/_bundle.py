@@ -34,6 +34,7 @@ RULE_KEYS = {"id", "effect", "condition", "message", "citation", "not_before"}
 CAP_KEYS = {"id", "max", "window", "purposes", "channels", "message", "citation"}
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_MAX = {"s": 366 * 86400, "m": 366 * 1440, "h": 366 * 24, "d": 366}
 _ENV = celpy.Environment()
 
 
@@ -98,6 +99,12 @@ def load_bundle(folder: str | Path) -> Bundle:
     """Load and validate every policy file in `folder`; see the module plan."""
     root = Path(folder)
     files = sorted(root.glob("*.yaml"))
+    strays = sorted(p.name for p in root.glob("*.yml"))
+    if strays:
+        raise PolicyError(
+            f"policy bundle {root}: {', '.join(strays)} would be ignored; "
+            "policy files must end in .yaml"
+        )
     if not files:
         raise PolicyError(f"policy bundle {root}: no *.yaml policy files found")
 
@@ -112,9 +119,25 @@ def load_bundle(folder: str | Path) -> Bundle:
     return Bundle(tuple(policies), digest.hexdigest(), str(root))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key written twice in one mapping (plain
+    YAML keeps the last one silently, so a second `condition:` would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _load_policy(name: str, raw: bytes) -> Policy:
     try:
-        doc = yaml.safe_load(raw)
+        doc = yaml.load(raw, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -224,7 +247,7 @@ class _Reader:
     def keys(
         self, doc: dict[str, Any], allowed: set[str], required: set[str], where: str
     ) -> None:
-        unknown = sorted(set(doc) - allowed)
+        unknown = sorted(str(key) for key in set(doc) - allowed)
         if unknown:
             raise self.fail(
                 where,
@@ -259,9 +282,11 @@ class _Reader:
 
     def duration(self, value: Any, where: str) -> timedelta:
         match = _DURATION.match(str(value))
-        if match is None or int(match.group(1)) == 0:
+        if match is None or not 0 < int(match.group(1)) <= _MAX[match.group(2)]:
             raise self.fail(
-                where, f"window must look like 90m, 24h or 7d, found {value!r}"
+                where,
+                "window must look like 90m, 24h or 7d (at most 366 days), "
+                f"found {value!r}",
             )
         return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 

@@ -131,10 +131,13 @@ def _rule_reason(policy: Policy, rule: Rule, scope: dict[str, Any]) -> Reason | 
 def _cap_reason(policy: Policy, cap: Cap, given: DecisionInput) -> Reason | None:
     if cap.purposes and given.message.get("purpose") not in cap.purposes:
         return None
+    # Rolling windows are arithmetic on UTC instants, never on local wall
+    # time (two local 01:30s an hour apart on a fall-back day; field case QH-08).
+    now = given.now.astimezone(UTC)
     counted = sorted(
-        s.at
+        at
         for s in given.sends
-        if s.at > given.now - cap.window
+        if (at := s.at.astimezone(UTC)) > now - cap.window
         and (not cap.purposes or s.purpose in cap.purposes)
         and (not cap.channels or s.channel in cap.channels)
     )
@@ -175,11 +178,12 @@ def _boolean(expr: Expr, scope: dict[str, Any]) -> bool:
 
 def _timestamp(expr: Expr, scope: dict[str, Any]) -> datetime:
     value = _run(expr, scope)
-    if not isinstance(value, datetime):
+    if not isinstance(value, datetime) or value.tzinfo is None:
         raise _RuleError(
             f"{expr.source!r} gave {type(value).__name__}, expected a timestamp"
         )
-    return value.astimezone(UTC)
+    utc = value.astimezone(UTC)
+    return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)
 
 
 def _describe(exc: Exception) -> str:
