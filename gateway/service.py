@@ -186,7 +186,15 @@ class Gateway:
         kind = self.channels.address_kind(request.channel)
         if _address(snap, kind) is None:
             decision = _deny_no_address(decision, kind)
-        context = {"contact": dict(given.contact), "message": dict(given.message)}
+        context = {
+            "now": now.isoformat(),
+            "contact": dict(given.contact),
+            "message": dict(given.message),
+            "sends": [
+                {"at": s.at.isoformat(), "channel": s.channel, "purpose": s.purpose}
+                for s in given.sends
+            ],
+        }
         return decision, context
 
     def _input(
