@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gateway.channels import load_registry
 from gateway.errors import ConfigurationError
-from gateway.policy import load_bundle
+from gateway.reload import BundleHolder
 from gateway.service import Gateway
 from gateway.store import Store
 
@@ -42,7 +42,10 @@ class Settings:
     outbox_channels: str = field(
         default_factory=lambda: os.environ.get("TOLLGATE_OUTBOX_CHANNELS", "")
     )
-    allow_client_clock: bool = False
+    unsafe_client_clock: bool = False
+    cel_runtime: str = field(
+        default_factory=lambda: os.environ.get("TOLLGATE_CEL_RUNTIME", "interpreted")
+    )
 
     def store_url(self) -> str:
         if self.database_url:
@@ -70,7 +73,8 @@ def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> G
         raise ConfigurationError(
             f"cannot create data folder {settings.data_dir}: {exc}"
         ) from exc
-    bundle = load_bundle(settings.policies)
+    holder = BundleHolder(settings.policies, settings.cel_runtime)
+    bundle = holder.current
     channels = load_registry(settings.plugin_settings(), extra_plugins)
     store = Store.open(settings.store_url())
     log.info(
@@ -80,5 +84,5 @@ def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> G
         ", ".join(sorted(channels.channels)),
     )
     return Gateway(
-        store, bundle, channels, allow_client_clock=settings.allow_client_clock
+        store, holder, channels, unsafe_client_clock=settings.unsafe_client_clock
     )

@@ -20,7 +20,16 @@ import click
 import audit
 from gateway.app import Settings, build_gateway, default_policies
 from gateway.errors import TollgateError
-from gateway.policy import load_bundle
+from gateway.policy import (
+    RUNTIMES,
+    diff_bundles,
+    evaluate,
+    explain_lines,
+    load_bundle,
+    read_input,
+    replay,
+    run_tests,
+)
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -103,9 +112,22 @@ def main(verbose: int) -> None:
     help="Channels the outbox plugin also serves, e.g. 'sms'.",
 )
 @click.option(
-    "--allow-client-clock",
+    "--unsafe-client-clock",
     is_flag=True,
-    help="Honour SendRequest.at (tests and replays only).",
+    help="UNSAFE: honour SendRequest.at, the caller's clock (tests and replays).",
+)
+@click.option(
+    "--cel-runtime",
+    type=click.Choice(sorted(RUNTIMES)),
+    default=None,
+    help="cel-python runner for policies (default interpreted).",
+)
+@click.option(
+    "--watch-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between checks of the policy files for changes (0: off).",
 )
 def serve(
     data_dir: Path | None,
@@ -113,14 +135,21 @@ def serve(
     policies: Path | None,
     listen: str,
     outbox_channels: str,
-    allow_client_clock: bool,
+    unsafe_client_clock: bool,
+    cel_runtime: str | None,
+    watch_interval: float,
 ) -> None:
-    """Run the gRPC gateway until interrupted."""
+    """Run the gRPC gateway until interrupted.
+
+    The policy bundle is reloaded on SIGHUP and when its files change; a bundle
+    that does not load leaves the last good one serving (see GetStatus).
+    """
     from gateway.server import build_server
 
     settings = _settings(data_dir, db, policies)
     settings.outbox_channels = outbox_channels or settings.outbox_channels
-    settings.allow_client_clock = allow_client_clock
+    settings.unsafe_client_clock = unsafe_client_clock
+    settings.cel_runtime = cel_runtime or settings.cel_runtime
     with _refusing():
         gateway = build_gateway(settings)
         server, port = build_server(gateway, listen)
@@ -129,13 +158,23 @@ def serve(
         f"tollgate serving on {listen.rsplit(':', 1)[0]}:{port} "
         f"(bundle {gateway.bundle.hash[:12]})"
     )
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
+        wake.set()
+
+    def _reload(signum: int, frame: FrameType | None) -> None:
+        wake.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
+    interval = watch_interval if watch_interval > 0 else 365 * 86400.0
+    watcher = threading.Thread(
+        target=gateway.holder.watch, args=(stop, wake, interval), daemon=True
+    )
+    watcher.start()
     stop.wait()
     server.stop(grace=5).wait()
     gateway.store.close()
@@ -244,6 +283,94 @@ def policy_lint(folder: Path | None) -> None:
     click.echo(
         f"OK: {len(bundle.policies)} policies, {rules} rules, bundle {bundle.hash}"
     )
+
+
+_folder_arg = click.argument(
+    "folder",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=False,
+)
+_runtime_opt = click.option(
+    "--cel-runtime",
+    type=click.Choice(sorted(RUNTIMES)),
+    default="interpreted",
+    show_default=True,
+    help="cel-python runner to evaluate with.",
+)
+
+
+@policy.command("test")
+@_folder_arg
+@_runtime_opt
+@click.option(
+    "--require-coverage",
+    is_flag=True,
+    help="Also fail when a rule is not tested on both sides (fired and held).",
+)
+def policy_test(folder: Path | None, cel_runtime: str, require_coverage: bool) -> None:
+    """Run the bundle's own tests (FOLDER/tests/*.yaml), with rule coverage."""
+    with _refusing():
+        bundle = load_bundle(folder or default_policies(), cel_runtime)
+        report = run_tests(bundle)
+    for line in report.lines():
+        click.echo(line)
+    if report.failures:
+        sys.exit(1)
+    if require_coverage and report.uncovered:
+        click.echo(f"not covered on both sides: {', '.join(report.uncovered)}")
+        sys.exit(1)
+
+
+@policy.command("explain")
+@click.argument(
+    "input_file", type=click.Path(path_type=Path, exists=True, dir_okay=False)
+)
+@_folder_arg
+def policy_explain(input_file: Path, folder: Path | None) -> None:
+    """Decide one input (YAML: at, contact, message, sends) and explain it."""
+    with _refusing():
+        bundle = load_bundle(folder or default_policies())
+        decision = evaluate(bundle, read_input(input_file))
+    for line in explain_lines(decision):
+        click.echo(line)
+
+
+@policy.command("diff")
+@click.argument("old", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def policy_diff(old: Path, new: Path) -> None:
+    """List policies, rules and caps added, removed and changed."""
+    with _refusing():
+        result = diff_bundles(load_bundle(old), load_bundle(new))
+    for line in result.lines():
+        click.echo(line)
+
+
+@policy.command("replay")
+@click.option(
+    "--bundle",
+    "candidate",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="The candidate bundle to replay recorded decisions under.",
+)
+@_data_opt
+@_db_opt
+def policy_replay(candidate: Path, data_dir: Path | None, db: str | None) -> None:
+    """Re-decide the audit log's decisions under a candidate bundle."""
+    settings = _settings(data_dir, db, None)
+    with _refusing():
+        bundle = load_bundle(candidate)
+        store = Store.open(settings.store_url(), migrate=False)
+    try:
+        decisions = (
+            (r.seq, r.body) for r in store.audit_records() if r.kind == "decision"
+        )
+        report = replay(decisions, bundle)
+    finally:
+        store.close()
+    for line in report.lines():
+        click.echo(line)
 
 
 @main.group()

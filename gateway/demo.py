@@ -202,7 +202,7 @@ def run(
     customers = load_customers(csv_path or default_csv(), limit)
     _fresh(data_dir)
     settings = Settings(
-        data_dir=data_dir, outbox_channels="sms", allow_client_clock=True
+        data_dir=data_dir, outbox_channels="sms", unsafe_client_clock=True
     )
     settings.database_url = ""
     gateway = build_gateway(settings)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -125,6 +125,26 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
         return _guarded(context, work)
 
+    def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetStatusResponse:
+        status = self.gateway.holder.status()
+        return pb.GetStatusResponse(
+            bundle_hash=status.hash,
+            bundle_source=status.source,
+            bundle_loaded_at=_stamp(status.loaded_at.isoformat()),
+            cel_runtime=status.runtime,
+            reloads=status.reloads,
+            reload_failures=status.failures,
+            last_reload_error=status.last_error,
+            last_reload_error_at=(
+                _stamp(status.last_error_at.isoformat())
+                if status.last_error_at
+                else None
+            ),
+            channels=sorted(self.gateway.channels.channels),
+        )
+
 
 def _guarded(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
     """Run `work`, turning gateway errors into gRPC status codes."""
@@ -207,6 +227,42 @@ def _stamp(text: str) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+def _reason(r: Mapping[str, Any]) -> pb.Reason:
+    return pb.Reason(
+        rule_id=r["rule_id"],
+        policy_id=r["policy_id"],
+        effect=r["effect"],
+        message=r["message"],
+        citation=r["citation"],
+        not_before=_stamp(r["not_before"]),
+        mode=r.get("mode", "enforce"),
+    )
+
+
+def _trace(policy: Mapping[str, Any]) -> pb.PolicyTrace:
+    variables = struct_pb2.Struct()
+    variables.update(policy["variables"])
+    return pb.PolicyTrace(
+        policy_id=policy["policy_id"],
+        status=policy["status"],
+        error=policy["error"],
+        variables=variables,
+        rules=[
+            pb.RuleTrace(
+                rule_id=r["rule_id"],
+                kind=r["kind"],
+                effect=r["effect"],
+                mode=r["mode"],
+                fired=r["fired"],
+                error=r["error"],
+                not_before=_stamp(r["not_before"]),
+                detail=r["detail"],
+            )
+            for r in policy["rules"]
+        ],
+    )
+
+
 def _send_response(response: Mapping[str, Any]) -> pb.SendResponse:
     decision = response["decision"]
     delivery = response["delivery"]
@@ -216,17 +272,8 @@ def _send_response(response: Mapping[str, Any]) -> pb.SendResponse:
         decision=pb.Decision(
             outcome=pb.Outcome.Value(decision["outcome"]),
             not_before=_stamp(decision["not_before"]),
-            reasons=[
-                pb.Reason(
-                    rule_id=r["rule_id"],
-                    policy_id=r["policy_id"],
-                    effect=r["effect"],
-                    message=r["message"],
-                    citation=r["citation"],
-                    not_before=_stamp(r["not_before"]),
-                )
-                for r in decision["reasons"]
-            ],
+            reasons=[_reason(r) for r in decision["reasons"]],
+            warnings=[_reason(r) for r in decision.get("warnings", [])],
             bundle_hash=decision["bundle_hash"],
             audit_seq=decision["audit_seq"],
             contact_id=decision["contact_id"],
@@ -238,6 +285,7 @@ def _send_response(response: Mapping[str, Any]) -> pb.SendResponse:
             error=delivery["error"],
             audit_seq=delivery.get("audit_seq", 0),
         ),
+        explanation=[_trace(p) for p in response.get("explanation", [])],
     )
 
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from gateway.identity import (
 )
 from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
 from gateway.policy._engine import SendRecord
+from gateway.reload import BundleHolder
 from gateway.store import (
     ContactFields,
     ContactRef,
@@ -81,27 +82,46 @@ class Gateway:
     def __init__(
         self,
         store: Store,
-        bundle: Bundle,
+        bundle: Bundle | BundleHolder,
         channels: ChannelRegistry,
         *,
         clock: Callable[[], datetime] | None = None,
-        allow_client_clock: bool = False,
+        unsafe_client_clock: bool = False,
     ) -> None:
         self.store = store
-        self.bundle = bundle
+        self.holder = (
+            bundle if isinstance(bundle, BundleHolder) else BundleHolder.fixed(bundle)
+        )
         self.channels = channels
         self._clock = clock or (lambda: datetime.now(UTC))
-        self.allow_client_clock = allow_client_clock
+        self.unsafe_client_clock = unsafe_client_clock
+        if unsafe_client_clock:
+            log.warning(
+                "UNSAFE: callers may set the decision clock (SendRequest.at); a "
+                "wrong clock defeats quiet hours and caps. For tests and replays only."
+            )
 
     # -- messages -----------------------------------------------------------
 
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle serving now (it may be swapped by a reload)."""
+        return self.holder.current
+
     def check(self, request: SendInput) -> dict[str, Any]:
-        """Evaluate only: nothing is forwarded, counted, stored or audited."""
+        """Evaluate only: nothing is forwarded, counted, stored or audited.
+
+        The answer also carries the explanation: every policy and rule, its
+        mode, the values of its variables, and when each deferral clears.
+        """
         self._validate(request, need_key=False)
         now = self._now(request.at)
-        snap = self.store.snapshot(request.contact, now - self.bundle.history_window)
-        decision, _ = self._decide(snap, request, now)
-        return _response(request, decision, snap.contact_id, now, audit_seq=0)
+        bundle = self.bundle
+        snap = self.store.snapshot(request.contact, now - bundle.history_window)
+        decision, _ = self._decide(bundle, snap, request, now)
+        response = _response(request, decision, snap.contact_id, now, audit_seq=0)
+        response["explanation"] = explanation(decision)
+        return response
 
     def send(self, request: SendInput) -> dict[str, Any]:
         """Decide one message and forward it when allowed; see module doc."""
@@ -110,9 +130,10 @@ class Gateway:
         digest = _digest(request)
         self._refuse_reused_key(request.idempotency_key, digest)
         outcome: dict[str, Any] = {}
+        bundle = self.bundle  # one bundle for the whole decision
 
         def decide(snap: ContactSnapshot, seq: int) -> Verdict:
-            decision, context = self._decide(snap, request, now)
+            decision, context = self._decide(bundle, snap, request, now)
             outcome["decision"] = decision
             response = _response(request, decision, snap.contact_id, now, seq)
             return Verdict(
@@ -123,7 +144,7 @@ class Gateway:
 
         response, replayed, snap = self.store.decide(
             request.contact,
-            now - self.bundle.history_window,
+            now - bundle.history_window,
             request.idempotency_key,
             digest,
             decide,
@@ -161,15 +182,18 @@ class Gateway:
             raise InvalidRequestError(
                 "idempotency_key", f"is required, 1 to {MAX_NAME} characters"
             )
-        if request.at is not None and not self.allow_client_clock:
+        if request.at is not None and not self.unsafe_client_clock:
             raise InvalidRequestError(
                 "at",
                 "the gateway decides on its own clock (start it with "
-                "--allow-client-clock to replay a campaign at a fixed time)",
+                "--unsafe-client-clock to replay a campaign at a fixed time)",
             )
 
     def _now(self, at: datetime | None) -> datetime:
-        return at.astimezone(UTC) if at is not None else self._clock()
+        if at is None:
+            return self._clock()
+        log.info("decision clock set by the caller (unsafe client clock): %s", at)
+        return at.astimezone(UTC)
 
     def _refuse_reused_key(self, key: str, digest: str) -> None:
         stored = self.store.replayed(key)
@@ -179,10 +203,10 @@ class Gateway:
             )
 
     def _decide(
-        self, snap: ContactSnapshot, request: SendInput, now: datetime
+        self, bundle: Bundle, snap: ContactSnapshot, request: SendInput, now: datetime
     ) -> tuple[Decision, dict[str, Any]]:
         given = self._input(snap, request, now)
-        decision = evaluate(self.bundle, given)
+        decision = evaluate(bundle, given)
         kind = self.channels.address_kind(request.channel)
         if _address(snap, kind) is None:
             decision = _deny_no_address(decision, kind)
@@ -410,7 +434,9 @@ def _deny_no_address(decision: Decision, kind: str) -> Decision:
         message=f"The contact has no {kind} address for this channel.",
         citation="Tollgate gateway: a message needs an address to go anywhere",
     )
-    return Decision("DENY", (*decision.reasons, reason), decision.bundle_hash)
+    return replace(
+        decision, outcome="DENY", reasons=(*decision.reasons, reason), not_before=None
+    )
 
 
 def _digest(request: SendInput) -> str:
@@ -437,7 +463,34 @@ def _reason_dict(reason: Reason) -> dict[str, Any]:
         "message": reason.message,
         "citation": reason.citation,
         "not_before": reason.not_before.isoformat() if reason.not_before else "",
+        "mode": reason.mode,
     }
+
+
+def explanation(decision: Decision) -> list[dict[str, Any]]:
+    """The decision's trace as plain data: policies, variables, rules."""
+    return [
+        {
+            "policy_id": p.policy_id,
+            "status": p.status,
+            "error": p.error,
+            "variables": p.variables,
+            "rules": [
+                {
+                    "rule_id": r.rule_id,
+                    "kind": r.kind,
+                    "effect": r.effect,
+                    "mode": r.mode,
+                    "fired": r.fired,
+                    "error": r.error,
+                    "not_before": r.not_before.isoformat() if r.not_before else "",
+                    "detail": r.detail,
+                }
+                for r in p.rules
+            ],
+        }
+        for p in decision.trace
+    ]
 
 
 def _response(
@@ -456,6 +509,7 @@ def _response(
             if decision.not_before
             else "",
             "reasons": [_reason_dict(r) for r in decision.reasons],
+            "warnings": [_reason_dict(r) for r in decision.warnings],
             "bundle_hash": decision.bundle_hash,
             "audit_seq": audit_seq,
             "contact_id": contact_id,
@@ -482,8 +536,10 @@ def _audit_body(
         "outcome": decision.outcome,
         "not_before": decision.not_before.isoformat() if decision.not_before else "",
         "bundle_hash": decision.bundle_hash,
+        # every rule that fired or errored, enforced or not (warn, shadow)
         "reasons": [
-            {"rule_id": r.rule_id, "effect": r.effect} for r in decision.reasons
+            {"rule_id": r.rule_id, "effect": r.effect, "mode": r.mode}
+            for r in (*decision.reasons, *decision.reported)
         ],
         "context": dict(context),
     }

@@ -70,7 +70,7 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             data_dir=tmp_path,
             database_url=url,
             outbox_channels="sms",
-            allow_client_clock=True,
+            unsafe_client_clock=True,
         )
         if policies is not None:
             settings.policies = policies

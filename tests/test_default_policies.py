@@ -749,6 +749,60 @@ def test_a_defer_without_a_time_leaves_the_decision_without_one() -> None:
     assert_decision(decision, "DEFER", [CAP, UNKNOWN_ZONE], None)
 
 
+# --- days some states forbid solicitation ----------------------------------------
+
+HOLIDAY = "holidays.no-solicitation-day"
+OUTSIDE = "quiet-hours.outside-window"
+RI = {"regions": ["US-RI"], "time_zones": ["America/New_York"]}
+UT = {"regions": ["US-UT"], "time_zones": ["America/Denver"]}
+
+HOLIDAY_CASES = [
+    pytest.param(
+        "2026-07-04T16:00:00Z", RI, message(), "DEFER", _expects(HOLIDAY),
+        "2026-07-05T12:00:00Z", id="rhode-island-july-4-noon-held-to-next-morning",
+    ),
+    pytest.param(
+        "2026-07-03T16:00:00Z", RI, message(), "ALLOW", [], None,
+        id="rhode-island-july-3-allowed",
+    ),
+    pytest.param(
+        "2026-07-04T16:00:00Z", {"regions": ["US-NY"]}, message(), "ALLOW", [], None,
+        id="new-york-july-4-allowed",
+    ),
+    pytest.param(
+        "2026-07-24T16:00:00Z", UT, message(), "DEFER", _expects(HOLIDAY),
+        "2026-07-25T14:00:00Z", id="utah-pioneer-day-held-to-0800-mountain",
+    ),
+    pytest.param(
+        "2026-07-05T02:00:00Z", RI, message(), "DEFER", [HOLIDAY, OUTSIDE],
+        "2026-07-05T12:00:00Z", id="rhode-island-22h-local-on-july-4-both-rules",
+    ),
+    pytest.param(
+        "2026-07-05T12:00:00Z", RI, message(), "ALLOW", [], None,
+        id="rhode-island-july-5-0800-allowed",
+    ),
+    pytest.param(
+        "2026-07-04T16:00:00Z", RI, message(purpose="transactional"), "ALLOW", [],
+        None, id="transactional-on-a-holiday-allowed",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("now", "where", "msg", "outcome", "rules", "not_before"), HOLIDAY_CASES
+)
+def test_no_solicitation_days(
+    now: str,
+    where: dict[str, Any],
+    msg: dict[str, Any],
+    outcome: str,
+    rules: list[str],
+    not_before: str | None,
+) -> None:
+    decision = decide(BUNDLE, now, to=contact(**where), msg=msg)
+    assert_decision(decision, outcome, rules, not_before)
+
+
 def test_every_rule_of_the_bundle_is_exercised() -> None:
     shipped = {rule.id for policy in BUNDLE.policies for rule in policy.rules}
     shipped |= {cap.id for policy in BUNDLE.policies for cap in policy.caps}
@@ -770,9 +824,11 @@ def _cap_bundle(folder: Path, limit: int, window: str) -> Any:
 
 def _copy_of_default_bundle(tmp_path: Path) -> Path:
     folder = tmp_path / "bundle"
-    folder.mkdir()
-    for path in Path(default_policies()).glob("*.yaml"):
-        shutil.copyfile(path, folder / path.name)
+    shutil.copytree(
+        default_policies(),
+        folder,
+        ignore=shutil.ignore_patterns("tests", "*.py", "__pycache__"),
+    )
     return folder
 
 

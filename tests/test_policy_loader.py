@@ -46,7 +46,7 @@ def _bundle_of(tmp_path: Path, text: str, name: str = "broken.yaml") -> Path:
 BROKEN_FILES = [
     pytest.param(
         "id: x\ndescription: fine\nrules: [\n  - id: y\n",
-        ["line 4", "not valid YAML"],
+        ["broken.yaml:4:3:", "not valid YAML"],
         id="invalid-yaml-names-line",
     ),
     pytest.param(
@@ -68,8 +68,8 @@ BROKEN_FILES = [
         rule_policy(policy_id="other").replace(
             "    message: The test rule fired.\n", ""
         ),
-        ["missing required key(s) message"],
-        id="missing-rule-key",
+        ["give exactly one of message and message_expr"],
+        id="missing-rule-message",
     ),
     pytest.param(
         rule_policy(policy_id="other", effect="block"),
@@ -172,7 +172,7 @@ def test_bad_cap_refuses_the_bundle(
 
     message = _refusal(_bundle_of(tmp_path, text, "caps.yaml"))
 
-    assert message.startswith("caps.yaml: cap 'test.cap':"), message
+    assert re.match(r"caps\.yaml(:\d+:\d+)?: cap 'test\.cap':", message), message
     assert expected in message, message
 
 
@@ -232,10 +232,7 @@ def test_duplicate_key_in_one_mapping_is_refused(tmp_path: Path) -> None:
 
 
 def test_one_broken_file_refuses_the_whole_bundle(tmp_path: Path) -> None:
-    folder = tmp_path / "bundle"
-    folder.mkdir()
-    for path in Path(default_policies()).glob("*.yaml"):
-        shutil.copyfile(path, folder / path.name)
+    folder = _copy_default(tmp_path / "bundle")
     write_file(folder, "zz-extra.yaml", rule_policy(effect="block"))
 
     message = _refusal(folder)
@@ -245,24 +242,19 @@ def test_one_broken_file_refuses_the_whole_bundle(tmp_path: Path) -> None:
 
 # --- failing closed at evaluation time ------------------------------------------
 
-ERRORS = [
+# Expressions the type checker refuses when the bundle loads, with their place.
+STATIC_ERRORS = [
     pytest.param(
         rule_policy(rule_id="r.missing-field", condition="contact.no_such_field == 1"),
-        "r.missing-field",
-        "contact.no_such_field == 1",
-        id="missing-field",
+        "p.yaml:8:",
+        "unknown field 'no_such_field' of contact",
+        id="unknown-field",
     ),
     pytest.param(
         rule_policy(rule_id="r.not-bool", condition='"yes"'),
-        "r.not-bool",
-        "expected a bool",
+        "p.yaml:8:",
+        "condition must be true or false",
         id="condition-gives-a-string",
-    ),
-    pytest.param(
-        rule_policy(rule_id="r.zero", condition="1 / 0 == 1"),
-        "r.zero",
-        "1 / 0 == 1",
-        id="division-by-zero",
     ),
     pytest.param(
         rule_policy(
@@ -271,34 +263,107 @@ ERRORS = [
             condition="true",
             extra="    not_before: '\"tomorrow\"'\n",
         ),
-        "r.bad-time",
-        "expected a timestamp",
+        "p.yaml:10:",
+        "must give a timestamp",
         id="not-before-gives-a-string",
     ),
     pytest.param(
         rule_policy(policy_id="p.bad-match").replace("match: 'true'", "match: '1'"),
-        "p.bad-match",
-        "expected a bool",
+        "p.yaml:4:",
+        "must be true or false",
         id="match-gives-an-int",
     ),
     pytest.param(
         rule_policy(policy_id="p.bad-variable", condition="limit > 1").replace(
             "rules:\n", "variables:\n  limit: 'contact.nope'\nrules:\n"
         ),
+        "p.yaml:6:",
+        "unknown field 'nope' of contact",
+        id="variable-with-unknown-field",
+    ),
+    pytest.param(
+        rule_policy(
+            rule_id="r.fn", condition='insde_window(now, [], "08:00", "21:00")'
+        ),
+        "p.yaml:8:",
+        "did you mean 'inside_window'",
+        id="misspelt-function",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "place", "detail"), STATIC_ERRORS)
+def test_a_type_error_refuses_the_bundle_naming_file_line_and_rule(
+    tmp_path: Path, text: str, place: str, detail: str
+) -> None:
+    write_file(tmp_path, "p.yaml", text)
+
+    message = _refusal(tmp_path)
+
+    assert message.startswith(place), message
+    assert detail in message, message
+
+
+# Expressions that pass the type checker but fail on the data they meet.
+RUNTIME_ERRORS = [
+    pytest.param(
+        rule_policy(rule_id="r.missing", condition="contact.attributes.score > 1"),
+        "r.missing",
+        "score",
+        id="missing-attribute",
+    ),
+    pytest.param(
+        rule_policy(rule_id="r.not-bool", condition="contact.attributes.flag"),
+        "r.not-bool",
+        "expected a bool",
+        id="attribute-is-not-a-bool",
+    ),
+    pytest.param(
+        rule_policy(
+            rule_id="r.zero", condition="1 / (size(contact.attributes) - 1) == 1"
+        ),
+        "r.zero",
+        "1 / (size(contact.attributes) - 1) == 1",
+        id="division-by-zero",
+    ),
+    pytest.param(
+        rule_policy(
+            rule_id="r.bad-time",
+            effect="defer",
+            condition="true",
+            extra="    not_before: contact.attributes.flag\n",
+        ),
+        "r.bad-time",
+        "expected a timestamp",
+        id="not-before-gives-a-string",
+    ),
+    pytest.param(
+        rule_policy(policy_id="p.bad-match").replace(
+            "match: 'true'", "match: contact.attributes.flag"
+        ),
+        "p.bad-match",
+        "expected a bool",
+        id="match-gives-a-string",
+    ),
+    pytest.param(
+        rule_policy(policy_id="p.bad-variable", condition="limit > 1").replace(
+            "rules:\n", "variables:\n  limit: 'contact.attributes.nope'\nrules:\n"
+        ),
         "p.bad-variable",
-        "contact.nope",
+        "nope",
         id="variable-fails",
     ),
 ]
 
 
-@pytest.mark.parametrize(("text", "rule_id", "detail"), ERRORS)
+@pytest.mark.parametrize(("text", "rule_id", "detail"), RUNTIME_ERRORS)
 def test_rule_that_cannot_be_evaluated_denies(
     tmp_path: Path, text: str, rule_id: str, detail: str
 ) -> None:
     write_file(tmp_path, "p.yaml", text)
+    the_contact = contact(attributes={"flag": "yes"})
 
-    decision = decide(load_bundle(tmp_path), to=contact())
+    decision = decide(load_bundle(tmp_path), to=the_contact)
 
     assert_decision(decision, "DENY", [rule_id])
     (reason,) = decision.reasons
@@ -309,7 +374,9 @@ def test_rule_that_cannot_be_evaluated_denies(
 
 def test_an_error_denies_even_beside_an_allowing_bundle(tmp_path: Path) -> None:
     write_file(tmp_path, "a.yaml", rule_policy(policy_id="a", rule_id="a.quiet"))
-    broken = rule_policy(policy_id="b", rule_id="b.broken", condition="contact.x")
+    broken = rule_policy(
+        policy_id="b", rule_id="b.broken", condition="contact.attributes.x == 1"
+    )
     write_file(tmp_path, "b.yaml", broken)
 
     decision = decide(load_bundle(tmp_path))
@@ -321,9 +388,12 @@ def test_an_error_denies_even_beside_an_allowing_bundle(tmp_path: Path) -> None:
 
 
 def _copy_default(folder: Path) -> Path:
-    folder.mkdir()
-    for path in Path(default_policies()).glob("*.yaml"):
-        shutil.copyfile(path, folder / path.name)
+    """The default bundle's policy and data files (not its tests)."""
+    shutil.copytree(
+        default_policies(),
+        folder,
+        ignore=shutil.ignore_patterns("tests", "*.py", "__pycache__"),
+    )
     return folder
 
 
