@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from support import GatewayFactory
 
 from gateway.app import Settings, build_gateway
 from gateway.server import build_server
 from gateway.service import Gateway
+from support import GatewayFactory
 from tollgate.v1 import gateway_pb2_grpc as pb_grpc
 
 PG_URL = os.environ.get(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from support import AT, NY_PHONE, GatewayFactory, add_contact
 
 from gateway.cli import main
 from gateway.service import Gateway, SendInput
+from support import AT, NY_PHONE, GatewayFactory, add_contact
 
 
 def _campaign(gateway: Gateway, n: int = 3) -> None:

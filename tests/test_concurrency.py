@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from support import AT, GatewayFactory, add_contact
 
 import audit
 from gateway.service import Gateway, SendInput
 from gateway.store import ContactRef
+from support import AT, GatewayFactory, add_contact
 
 CASES = json.loads((Path(__file__).parent / "data" / "field-cases.json").read_text())
 

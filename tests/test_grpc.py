@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import AT, NY_PHONE
 
 import audit
 from gateway.service import Gateway
+from support import AT, NY_PHONE
 from tollgate.v1 import gateway_pb2 as pb
 from tollgate.v1 import gateway_pb2_grpc as pb_grpc
 

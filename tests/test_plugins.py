@@ -8,13 +8,13 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from support import AT, NY_PHONE, GatewayFactory, add_contact
 
 import audit
 from gateway import hookspecs
 from gateway.errors import PluginError
 from gateway.hookspecs import DeliveryResult, OutboundMessage, hookimpl
 from gateway.service import SendInput
+from support import AT, NY_PHONE, GatewayFactory, add_contact
 
 ROOT = Path(__file__).resolve().parent.parent
 

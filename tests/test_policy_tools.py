@@ -1,0 +1,204 @@
+"""Explain, diff and replay: the compliance officer's tools around a bundle."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import grpc
+from click.testing import CliRunner
+
+from gateway.app import default_policies
+from gateway.cli import main
+from gateway.policy import diff_bundles, load_bundle
+from gateway.service import Gateway, SendInput
+from support import AT, GatewayFactory, add_contact
+from tollgate.v1 import gateway_pb2 as pb
+from tollgate.v1 import gateway_pb2_grpc as pb_grpc
+
+Live = tuple[pb_grpc.GatewayStub, Gateway, grpc.Channel]
+
+
+def _copy(folder: Path) -> Path:
+    shutil.copytree(
+        default_policies(),
+        folder,
+        ignore=shutil.ignore_patterns("tests", "*.py", "__pycache__"),
+    )
+    return folder
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+def test_check_explains_every_policy_variable_and_deferral(grpc_stub: Live) -> None:
+    stub, _, _ = grpc_stub
+    stub.UpsertContact(pb.UpsertContactRequest(external_id="fl", phone="+13055550123"))
+    stub.RecordConsent(
+        pb.RecordConsentRequest(
+            contact=pb.ContactRef(external_id="fl"), channel="sms",
+            purpose=pb.PURPOSE_MARKETING, granted=True, source="web_form",
+        )
+    )  # fmt: skip
+    at = pb.SendRequest().at
+    at.FromJsonString("2026-12-08T01:30:00Z")  # 20:30 in Miami
+    request = pb.SendRequest(
+        contact=pb.ContactRef(external_id="fl"), channel="sms",
+        purpose=pb.PURPOSE_MARKETING, body="hi", at=at,
+    )  # fmt: skip
+    response = stub.Check(request)
+    policies = {p.policy_id: p for p in response.explanation}
+    quiet = policies["quiet-hours"]
+    assert response.decision.outcome == pb.DEFER
+    assert set(policies) == {
+        "channel-capability", "consent", "frequency-caps", "holidays",
+        "quiet-hours", "suppression",
+    }  # fmt: skip
+    assert quiet.status == "applied"
+    assert dict(quiet.variables["window"]) == {
+        "start": "08:00",
+        "end": "20:00",
+    }
+    outside = {r.rule_id: r for r in quiet.rules}["quiet-hours.outside-window"]
+    assert outside.fired and outside.mode == "enforce"
+    assert outside.not_before.ToJsonString() == "2026-12-08T13:00:00Z"
+    caps = {r.rule_id: r for r in policies["frequency-caps"].rules}
+    assert caps["frequency-caps.marketing-3-per-24h"].detail.startswith(
+        "0 of at most 3"
+    )
+    assert policies["suppression"].rules[0].fired is False
+
+
+def test_warn_mode_allows_and_reports_shadow_mode_only_audits(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    folder = _copy(tmp_path / "bundle")
+    _edit(
+        folder / "suppression.yaml",
+        "match: 'message.purpose",
+        "mode: warn\nmatch: 'message.purpose",
+    )
+    _edit(
+        folder / "consent.yaml",
+        "match: 'message.purpose",
+        "mode: shadow\nmatch: 'message.purpose",
+    )
+    gateway = make_gateway(policies=folder)
+    ref = add_contact(gateway, consent=False, stage="converted")
+    response = gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", "k1", at=AT))
+    decision = response["decision"]
+    assert decision["outcome"] == "ALLOW"
+    assert [w["rule_id"] for w in decision["warnings"]] == ["suppression.converted"]
+    assert decision["reasons"] == []
+    [record] = [r for r in gateway.store.audit_records() if r.kind == "decision"]
+    fired = {(r["rule_id"], r["mode"]) for r in record.body["reasons"]}
+    assert fired == {
+        ("suppression.converted", "warn"),
+        ("consent.sms-marketing-needs-grant", "shadow"),
+    }
+
+
+def test_a_policy_outside_its_effective_dates_does_not_apply(tmp_path: Path) -> None:
+    folder = _copy(tmp_path / "bundle")
+    _edit(
+        folder / "suppression.yaml",
+        "match: 'message.purpose",
+        "effective_from: 2027-01-01\nmatch: 'message.purpose",
+    )
+    input_file = tmp_path / "input.yaml"
+    input_file.write_text(
+        textwrap.dedent(
+            """
+            at: 2026-07-15T16:00:00Z
+            contact: {stage: converted, phone: "+12125550123",
+                      consent: {"sms:marketing": granted}}
+            message: {channel: sms, purpose: marketing}
+            """
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["policy", "explain", str(input_file), str(folder)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("decision: ALLOW")
+    assert "policy suppression: not in effect" in result.output
+
+
+def test_explain_names_the_rules_their_variables_and_when_a_defer_clears(
+    tmp_path: Path,
+) -> None:
+    input_file = tmp_path / "input.yaml"
+    input_file.write_text(
+        "at: 2026-12-08T01:30:00Z\n"
+        'contact: {phone: "+13055550123", consent: {"sms:marketing": granted}}\n'
+        "message: {channel: sms, purpose: marketing}\n"
+        "sends: [{ago: 1h}, {ago: 2h}, {ago: 3h}]\n"
+    )
+    result = CliRunner().invoke(main, ["policy", "explain", str(input_file)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "decision: DEFER until 2026-12-08T22:30:00Z"
+    assert "  variable window = {'start': '08:00', 'end': '20:00'}" in lines
+    text = result.output
+    quiet = "rule quiet-hours.outside-window [defer, enforce]: fired"
+    assert f"{quiet}, clears 2026-12-08T13:00:00Z" in text
+    cap = "cap frequency-caps.marketing-3-per-24h [defer, enforce]: fired"
+    assert f"{cap}, clears 2026-12-08T22:30:00Z (3 of at most 3" in text
+
+
+def test_diff_lists_rules_added_removed_and_changed(tmp_path: Path) -> None:
+    old = _copy(tmp_path / "old")
+    new = _copy(tmp_path / "new")
+    _edit(new / "frequency-caps.yaml", "max: 3", "max: 2")
+    (new / "channel-capability.yaml").unlink()
+    minor = (
+        "  - id: suppression.minor\n"
+        "    effect: deny\n"
+        "    condition: 'contact.attributes.age < 18'\n"
+        "    message: Minors receive no marketing.\n"
+    )
+    _edit(
+        new / "suppression.yaml",
+        "  - id: suppression.do-not-contact",
+        minor + "  - id: suppression.do-not-contact",
+    )
+    result = diff_bundles(load_bundle(old), load_bundle(new))
+    assert result.added == ["rule suppression.minor"]
+    assert result.removed == [
+        "policy channel-capability",
+        "rule channel.sms-to-landline",
+    ]
+    assert result.changed == {"cap frequency-caps.marketing-3-per-24h": ["max"]}
+    cli = CliRunner().invoke(main, ["policy", "diff", str(old), str(new)])
+    assert cli.exit_code == 0
+    assert "~ cap frequency-caps.marketing-3-per-24h: max changed" in cli.output
+
+
+def test_replay_shows_which_recorded_decisions_a_change_would_flip(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gateway = make_gateway()
+    for i in range(4):
+        ref = add_contact(gateway, f"c{i}", phone=f"+1212555{100 + i:04d}")
+        for k in range(i):  # contact i already received i messages
+            gateway.send(
+                SendInput(ref, "sms", "marketing", "c", "hi", f"pre{i}{k}", at=AT)
+            )
+        gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", f"k{i}", at=AT))
+    candidate = _copy(tmp_path / "candidate")
+    _edit(candidate / "frequency-caps.yaml", "max: 3", "max: 2")
+    url = f"sqlite:///{tmp_path / 'tollgate.db'}"
+    result = CliRunner().invoke(
+        main, ["policy", "replay", "--bundle", str(candidate), "--db", url]
+    )
+    assert result.exit_code == 0, result.output
+    # decisions made with 2 earlier sends: the 3rd of c2, and the 3rd and 4th of c3
+    assert "would change" in result.output
+    assert "ALLOW -> DEFER" in result.output
+    assert "+ frequency-caps.marketing-3-per-24h" in result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("10 recorded decisions replayed, 2 would change")
