@@ -37,7 +37,9 @@ def _inputs() -> list[DecisionInput]:
     }
     message = {"channel": "sms", "purpose": "marketing", "campaign": "bench",
                "consent": "granted", "body_length": 120}  # fmt: skip
-    sends = [SendRecord(NOW - timedelta(hours=h), "voice", "marketing") for h in (2, 7, 12)]
+    sends = [
+        SendRecord(NOW - timedelta(hours=h), "voice", "marketing") for h in (2, 7, 12)
+    ]
     return [
         DecisionInput(NOW, base, message),
         DecisionInput(NOW, {**base, "regions": ["US-FL"]}, message),
