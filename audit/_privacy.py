@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from audit._canonical import MAX_DEPTH, child_path
 from audit.errors import PersonalDataError
 
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+")
-"""Anything shaped local@domain.tld."""
+_EMAIL = re.compile(r"[^\s@]@[^\s@]+\.[^\s@]")
+"""Anything shaped local@domain.tld. Only one character of the local part is
+matched, which finds the same strings as a whole-local-part pattern in time
+linear in the text (a greedy local part would be quadratic on long text)."""
 
 _PHONE = re.compile(r"\+\d(?:[ \-.()]{0,2}\d){6,14}")
 """A "+" then 7 to 15 digits, perhaps split by spaces, dashes, dots or brackets."""

@@ -36,11 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbose: int) -> None:
+    # cel-python logs whole evaluation contexts at debug level and repeats our
+    # own rule errors at error level; the engine reports every rule error
+    # itself, without values, so celpy stays quiet whatever the verbosity.
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(
         level=max(level, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("celpy").setLevel(logging.CRITICAL)
 
 
 class _Instant(click.ParamType):  # type: ignore[type-arg]
@@ -238,11 +242,19 @@ def audit_verify(data_dir: Path | None, db: str | None) -> None:
         store = Store.open(settings.store_url(), migrate=False)
     try:
         summary = audit.verify_chain(store.audit_records())
-    except audit.ChainBrokenError as exc:
+        head_seq, head_hash = store.audit_head()
+    except audit.AuditError as exc:
         click.echo(f"FAIL: {exc}")
         sys.exit(1)
     finally:
         store.close()
+    if (head_seq, head_hash) != (summary.head_seq, summary.head_hash):
+        click.echo(
+            f"FAIL: the store's audit head is record {head_seq} ({head_hash[:16]}...) "
+            f"but the chain ends at record {summary.head_seq} "
+            f"({summary.head_hash[:16]}...): records were removed or added"
+        )
+        sys.exit(1)
     click.echo(
         f"OK: {summary.count} records, "
         f"head seq {summary.head_seq} hash {summary.head_hash}"
@@ -258,9 +270,14 @@ def audit_export(data_dir: Path | None, db: str | None, output: Path) -> None:
     settings = _settings(data_dir, db, None)
     with _refusing():
         store = Store.open(settings.store_url(), migrate=False)
-    with output.open("wb") as out:
-        count = audit.write_jsonl(store.audit_records(), out)
-    store.close()
+    try:
+        with output.open("wb") as out:
+            count = audit.write_jsonl(store.audit_records(), out)
+    except audit.AuditError as exc:
+        click.echo(f"FAIL: {exc}; the export in {output} is incomplete")
+        sys.exit(1)
+    finally:
+        store.close()
     click.echo(f"wrote {count} records to {output}")
 
 

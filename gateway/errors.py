@@ -21,6 +21,10 @@ class InvalidRequestError(TollgateError):
         self.problem = problem
 
 
+class KeyReusedError(InvalidRequestError):
+    """An idempotency key already answered a different request."""
+
+
 class ContactNotFoundError(TollgateError):
     """The contact a request refers to is not in the store."""
 

@@ -7,6 +7,7 @@ naming the field; the value itself is never echoed (it is personal data).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,9 +19,41 @@ from gateway.errors import InvalidRequestError
 
 DEFAULT_REGION = "US"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_EMAIL_INSIDE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-# "+" and 7 or more digits (separators allowed), or a bare run of 10+ digits.
-_PHONE_INSIDE = re.compile(r"\+\d[\d\s().-]{5,}\d|\d{10,}")
+# What personal data looks like inside free text. Each pattern runs in time
+# linear in the text. They err towards refusing: a false alarm costs the caller
+# a renamed campaign, a leak puts a phone number in a log kept for years.
+_PERSONAL = re.compile(
+    r"[^@\s]@[^@\s]+\.[^@\s]"  # an e-mail address
+    r"|\+\d(?:[\s().-]{0,2}\d){6,14}"  # an international number: +1 212 ...
+    r"|(?<!\d)\(?\d{3}\)?[\s.-]{0,2}\d{3}[\s.-]?\d{4}(?!\d)"  # (212) 555-0199
+    r"|\d{10,}"  # a bare run of ten or more digits
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TEXT = 200
+MAX_ATTRIBUTES_JSON = 16_384
+
+
+def looks_personal(text: str) -> bool:
+    """True when `text` holds what looks like a phone number or an e-mail."""
+    return _PERSONAL.search(text) is not None
+
+
+def check_text(value: str, field: str, *, required: bool, limit: int = MAX_TEXT) -> str:
+    """Refuse free text that is missing, too long, has control characters or
+    looks like personal data; the value is never echoed."""
+    if required and not value:
+        raise InvalidRequestError(field, f"is required, 1 to {limit} characters")
+    if len(value) > limit:
+        raise InvalidRequestError(field, f"is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise InvalidRequestError(field, "holds control characters")
+    if looks_personal(value):
+        raise InvalidRequestError(
+            field,
+            "looks like it holds a phone number or e-mail address; personal data "
+            "belongs in the contact's phone or email field only",
+        )
+    return value
 
 
 def normalise_phone(raw: str, field: str = "phone") -> tuple[str, bool]:
@@ -50,32 +83,35 @@ def normalise_email(raw: str, field: str = "email") -> str:
     return email
 
 
-def refuse_personal_data(attributes: Mapping[str, Any], field: str) -> None:
-    """Refuse attribute values that look like a phone number or an e-mail.
+def refuse_personal_data(value: Any, field: str) -> None:
+    """Refuse attribute keys or values, at any depth, that look like personal
+    data or carry control characters or over-long text.
 
     Attributes are visible to policies and recorded in the audit log, which
     must hold no personal data; addresses belong in the phone/email fields.
     """
-    for key, value in attributes.items():
-        if isinstance(value, Mapping):
-            refuse_personal_data(value, f"{field}.{key}")
-        elif isinstance(value, str) and (
-            _EMAIL_INSIDE.search(value) or _PHONE_INSIDE.search(value)
-        ):
-            raise InvalidRequestError(
-                f"{field}.{key}",
-                "looks like a phone number or e-mail address; personal data "
-                "belongs in the contact's phone or email field, not in attributes",
-            )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            check_text(str(key), f"{field} key", required=True, limit=MAX_TEXT)
+            refuse_personal_data(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            refuse_personal_data(item, f"{field}[{index}]")
+    elif isinstance(value, str):
+        check_text(value, field, required=False, limit=1000)
 
 
 def plain_attributes(attributes: Mapping[str, Any], field: str) -> dict[str, Any]:
     """Attributes as JSON the audit log accepts: whole numbers become ints.
 
+    The whole set is limited to 16 KiB of JSON.
+
     Protobuf's Struct carries every number as a double; a fractional number is
     refused (audit records hash integers and strings only, so that a verifier
     in any language hashes the same bytes).
     """
+    if len(json.dumps(attributes, default=str)) > MAX_ATTRIBUTES_JSON:
+        raise InvalidRequestError(field, f"exceed {MAX_ATTRIBUTES_JSON} bytes of JSON")
     return {key: _plain(value, f"{field}.{key}") for key, value in attributes.items()}
 
 

@@ -76,6 +76,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 # One bad request does not end a campaign: it is answered with
                 # its error, nothing is sent for it, and the stream goes on.
                 yield pb.SendResponse(request_id=request.request_id, error=str(exc))
+            except Exception:
+                log.exception("stream request failed; nothing was sent for it")
+                yield pb.SendResponse(
+                    request_id=request.request_id,
+                    error="internal error; nothing was sent for this request",
+                )
 
     def Check(
         self, request: pb.SendRequest, context: grpc.ServicerContext

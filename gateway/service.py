@@ -23,12 +23,14 @@ from gateway.channels import ChannelRegistry
 from gateway.errors import InvalidRequestError, UnknownChannelError
 from gateway.hookspecs import OutboundMessage
 from gateway.identity import (
+    check_text,
     normalise_email,
     normalise_phone,
     plain_attributes,
     refuse_personal_data,
 )
 from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
+from gateway.policy._context import PURPOSES
 from gateway.policy._engine import SendRecord
 from gateway.reload import BundleHolder
 from gateway.store import (
@@ -42,10 +44,12 @@ from gateway.store import (
 
 log = logging.getLogger(__name__)
 
-PURPOSES = ("marketing", "reminder", "transactional", "opt_out_confirmation")
 MAX_BODY = 1600
 MAX_NAME = 200
 NO_ADDRESS_RULE = "gateway.no-address"
+# Seconds after which a retry re-delivers an allowed message whose delivery
+# outcome was never recorded (see Gateway._replay).
+REDELIVER_AFTER = 60.0
 TOUCH_EVENT = "touch"
 
 
@@ -128,7 +132,6 @@ class Gateway:
         self._validate(request, need_key=True)
         now = self._now(request.at)
         digest = _digest(request)
-        self._refuse_reused_key(request.idempotency_key, digest)
         outcome: dict[str, Any] = {}
         bundle = self.bundle  # one bundle for the whole decision
 
@@ -136,6 +139,12 @@ class Gateway:
             decision, context = self._decide(bundle, snap, request, now)
             outcome["decision"] = decision
             response = _response(request, decision, snap.contact_id, now, seq)
+            if decision.outcome == "ALLOW":  # forwarded right after the commit
+                response["delivery"] = {
+                    **response["delivery"],
+                    "status": "IN_FLIGHT",
+                    "attempted_at": self._clock().isoformat(),
+                }
             return Verdict(
                 audit_body=_audit_body(request, decision, snap.contact_id, context),
                 reservation=_reservation(request, decision, now),
@@ -150,7 +159,7 @@ class Gateway:
             decide,
         )
         if replayed or snap is None:
-            return {**response, "request_id": request.request_id, "replayed": True}
+            return self._replay(request, response)
         response = dict(response)
         decision = outcome["decision"]
         _log_decision(request, response)
@@ -159,10 +168,10 @@ class Gateway:
         return response
 
     def _validate(self, request: SendInput, *, need_key: bool) -> None:
-        if not (request.contact.external_id or request.contact.contact_id):
-            raise InvalidRequestError(
-                "contact", "is required (external_id or contact_id)"
-            )
+        _check_ref(request.contact)
+        check_text(request.request_id, "request_id", required=False)
+        check_text(request.campaign, "campaign", required=False)
+        check_text(request.idempotency_key, "idempotency_key", required=need_key)
         try:
             self.channels.require(request.channel)
         except UnknownChannelError as exc:
@@ -173,15 +182,8 @@ class Gateway:
             )
         if not request.body or len(request.body) > MAX_BODY:
             raise InvalidRequestError("body", f"must hold 1 to {MAX_BODY} characters")
-        if len(request.campaign) > MAX_NAME:
-            raise InvalidRequestError(
-                "campaign", f"is longer than {MAX_NAME} characters"
-            )
-        key = request.idempotency_key
-        if (need_key and not key) or len(key) > MAX_NAME:
-            raise InvalidRequestError(
-                "idempotency_key", f"is required, 1 to {MAX_NAME} characters"
-            )
+        if "\x00" in request.body:
+            raise InvalidRequestError("body", "holds a NUL character")
         if request.at is not None and not self.unsafe_client_clock:
             raise InvalidRequestError(
                 "at",
@@ -195,12 +197,28 @@ class Gateway:
         log.info("decision clock set by the caller (unsafe client clock): %s", at)
         return at.astimezone(UTC)
 
-    def _refuse_reused_key(self, key: str, digest: str) -> None:
-        stored = self.store.replayed(key)
-        if stored is not None and stored[0] != digest:
-            raise InvalidRequestError(
-                "idempotency_key", "was already used for a different request"
-            )
+    def _replay(self, request: SendInput, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a retry with the first answer; finish a stuck delivery.
+
+        An allowed message whose delivery never completed (the gateway stopped
+        while the plugin had it) is handed to its plugin again, with the same
+        idempotency key, once its last attempt is older than
+        `REDELIVER_AFTER` seconds. Plugins that de-duplicate on the key make
+        this exactly-once; the audit log records every attempt.
+        """
+        response = {**stored, "request_id": request.request_id, "replayed": True}
+        claimed = self.store.claim_delivery(
+            request.idempotency_key, self._clock(), REDELIVER_AFTER
+        )
+        if claimed is None:
+            return response
+        log.warning(
+            "re-delivering request=%s after an unfinished delivery (audit_seq=%d)",
+            request.request_id,
+            claimed["decision"]["audit_seq"],
+        )
+        snap = self.store.snapshot(request.contact, None)
+        return {**response, **self._forward(request, snap, claimed)}
 
     def _decide(
         self, bundle: Bundle, snap: ContactSnapshot, request: SendInput, now: datetime
@@ -248,6 +266,7 @@ class Gateway:
             "purpose": request.purpose,
             "campaign": request.campaign,
             "consent": consents.get(f"{request.channel}:{request.purpose}", "none"),
+            "address_kind": self.channels.address_kind(request.channel),
             "body_length": len(request.body),
         }
         sends = [SendRecord(s.at, s.channel, s.purpose) for s in snap.sends]
@@ -297,10 +316,7 @@ class Gateway:
 
     def upsert_contact(self, given: ContactInput) -> tuple[str, bool]:
         """Create or update a contact; identifiers are normalised first."""
-        if not given.external_id or len(given.external_id) > MAX_NAME:
-            raise InvalidRequestError(
-                "external_id", f"is required, 1 to {MAX_NAME} characters"
-            )
+        check_text(given.external_id, "external_id", required=True)
         phone, sms = (None, None)
         if given.phone:
             phone, sms = normalise_phone(given.phone)
@@ -338,14 +354,13 @@ class Gateway:
         at: datetime | None = None,
     ) -> tuple[str, int]:
         """Append a consent grant or revocation to the ledger and the audit log."""
-        if not channel or len(channel) > 40:
-            raise InvalidRequestError("channel", "is required, 1 to 40 characters")
+        _check_ref(ref)
+        check_text(channel, "channel", required=True, limit=40)
         if purpose not in PURPOSES:
             raise InvalidRequestError(
                 "purpose", f"must be one of {', '.join(PURPOSES)}"
             )
-        if not source or len(source) > 40:
-            raise InvalidRequestError("source", "is required, 1 to 40 characters")
+        check_text(source, "source", required=True, limit=40)
         when = self._clock() if at is None else at.astimezone(UTC)
         entry = {
             "channel": channel,
@@ -369,8 +384,8 @@ class Gateway:
         at: datetime | None = None,
     ) -> tuple[str, str, int]:
         """Record an event; the contact's stage follows (see `lifecycle`)."""
-        if not kind or len(kind) > 60:
-            raise InvalidRequestError("kind", "is required, 1 to 60 characters")
+        _check_ref(ref)
+        check_text(kind, "kind", required=True, limit=60)
         plain = plain_attributes(attributes or {}, "attributes")
         refuse_personal_data(plain, "attributes")
         when = self._clock() if at is None else at.astimezone(UTC)
@@ -408,6 +423,13 @@ def _touch(
         )
     campaign = str(attributes.get("campaign", ""))[:MAX_NAME]
     return Reservation(channel, str(purpose), campaign, when)
+
+
+def _check_ref(ref: ContactRef) -> None:
+    if not (ref.external_id or ref.contact_id):
+        raise InvalidRequestError("contact", "is required (external_id or contact_id)")
+    check_text(ref.external_id, "contact.external_id", required=False)
+    check_text(ref.contact_id, "contact.contact_id", required=False, limit=40)
 
 
 def _check_location(zone: str, region: str) -> None:

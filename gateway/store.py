@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import audit
 from gateway import models
-from gateway.errors import ContactNotFoundError, StoreError
+from gateway.errors import ContactNotFoundError, KeyReusedError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class ContactRef:
     contact_id: str = ""
 
     def describe(self) -> str:
-        if self.contact_id:
-            return f"contact_id {self.contact_id!r}"
-        return f"external_id {self.external_id!r}"
+        """Which kind of reference; never the value (it may be the caller's
+        own identifier for a person)."""
+        return "this contact_id" if self.contact_id else "this external_id"
 
 
 @dataclass(frozen=True)
@@ -225,11 +225,38 @@ class Store:
         Under the contact's lock: replay a stored answer for the key, or call
         `decide(snapshot, next_audit_seq)`, append its audit record, reserve its
         send and store its answer. Returns (response, replayed, snapshot).
+        A key already used for a different request raises `KeyReusedError`.
+        Two requests racing with one key for two contacts lock different rows;
+        the loser's transaction fails on the key's unique index, is rolled back
+        whole (audit record included) and is tried once more, as a replay.
         """
+        for attempt in (1, 2):
+            try:
+                return self._decide_once(
+                    ref, since, idempotency_key, request_digest, decide
+                )
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+                log.info("idempotency key raced with another request; retrying")
+        raise AssertionError("unreachable")
+
+    def _decide_once(
+        self,
+        ref: ContactRef,
+        since: datetime,
+        idempotency_key: str,
+        request_digest: str,
+        decide: Callable[[ContactSnapshot, int], Verdict],
+    ) -> tuple[Mapping[str, Any], bool, ContactSnapshot | None]:
         with self._sessions.begin() as session:
             row = _find(session, ref, lock=True)
             stored = _stored_decision(session, idempotency_key)
             if stored is not None:
+                if stored[0] != request_digest:
+                    raise KeyReusedError(
+                        "idempotency_key", "was already used for a different request"
+                    )
                 return stored[1], True, None
             snap = _snapshot(session, row, since)
             head = _lock_head(session)
@@ -238,6 +265,37 @@ class Store:
             _reserve(session, row.id, verdict.reservation, head.seq)
             session.add(_decision_row(idempotency_key, request_digest, verdict))
             return verdict.response, False, snap
+
+    def claim_delivery(
+        self, idempotency_key: str, now: datetime, stale_after: float
+    ) -> Mapping[str, Any] | None:
+        """Claim a stored ALLOW whose delivery never completed, for a retry.
+
+        Returns the stored answer, with its delivery marked as attempted now,
+        when the delivery is still in flight and its last attempt is older than
+        `stale_after` seconds; None otherwise. The decision row is locked, so
+        two retries never both claim it.
+        """
+        with self._sessions.begin() as session:
+            row = session.scalar(
+                sa.select(models.DecisionRow)
+                .where(models.DecisionRow.idempotency_key == idempotency_key)
+                .with_for_update()
+            )
+            if row is None:
+                return None
+            delivery = dict(row.response.get("delivery", {}))
+            attempted = datetime.fromisoformat(
+                delivery.get("attempted_at") or now.isoformat()
+            )
+            if (
+                delivery.get("status") != "IN_FLIGHT"
+                or (now - attempted).total_seconds() < stale_after
+            ):
+                return None
+            delivery["attempted_at"] = now.isoformat()
+            row.response = {**row.response, "delivery": delivery}
+            return row.response
 
     def complete(
         self,
@@ -280,6 +338,16 @@ class Store:
             for row in rows:
                 yield _to_record(row)
             last = rows[-1].seq
+
+    def audit_head(self) -> tuple[int, str]:
+        """The (seq, hash) the store records as the chain's last record."""
+        with self._sessions.begin() as session:
+            head = session.get(models.AuditHead, 1)
+            if head is None:
+                raise StoreError(
+                    "audit_head row is missing: the store was not migrated"
+                )
+            return head.seq, head.hash
 
     def counts(self) -> Mapping[str, int]:
         """Row counts per table, for summaries and tests."""
@@ -484,11 +552,17 @@ def _append_audit(
 
 
 def _to_record(row: models.AuditRow) -> audit.AuditRecord:
+    try:
+        body = json.loads(row.body)
+    except json.JSONDecodeError:
+        raise audit.ChainBrokenError(
+            row.seq, "its stored body is not valid JSON (record edited?)", row.seq
+        ) from None
     return audit.AuditRecord(
         seq=row.seq,
         recorded_at=row.recorded_at,
         kind=row.kind,
-        body=json.loads(row.body),
+        body=body,
         prev_hash=row.prev_hash,
         hash=row.hash,
     )

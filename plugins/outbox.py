@@ -1,9 +1,10 @@
 """The ``outbox`` channel: delivered messages appended as JSON lines to a file.
 
 It stands in for a real SMS gateway in the demo and the tests, so that one can
-see exactly what left the gateway. It serves the channel ``outbox`` and the
-channels listed in the setting ``outbox_channels``, e.g. ``sms`` or
-``sms:phone,mail:email`` (the demo uses ``sms``). The
+see exactly what left the gateway. It serves the channels listed in the
+setting ``outbox_channels`` and no others, e.g. ``sms`` or
+``sms:phone,mail:email`` (the demo uses ``sms``). A message delivered again
+with the same channel and idempotency key is not written twice. The
 file is ``<data_dir>/outbox.jsonl`` unless ``TOLLGATE_OUTBOX`` names another.
 """
 
@@ -23,8 +24,9 @@ class OutboxPlugin:
 
     def __init__(self) -> None:
         self._path: Path | None = None
-        self._channels: dict[str, str] = {"outbox": "phone"}
+        self._channels: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._delivered: dict[tuple[str, str], str] = {}
 
     @hookimpl
     def tollgate_configure(self, settings: Mapping[str, str]) -> None:
@@ -32,7 +34,8 @@ class OutboxPlugin:
             Path(settings.get("data_dir", ".")) / "outbox.jsonl"
         )
         self._path = Path(path)
-        self._channels = {"outbox": "phone"}
+        self._load_delivered()
+        self._channels = {}
         for item in settings.get("outbox_channels", "").split(","):
             name, _, kind = item.strip().partition(":")
             if name:
@@ -48,11 +51,30 @@ class OutboxPlugin:
             return None
         if self._path is None:
             return DeliveryResult(error="outbox is not configured")
-        provider_id = f"outbox-{uuid.uuid4().hex}"
-        line = json.dumps(_entry(message, provider_id), sort_keys=True)
-        with self._lock, self._path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
+        with self._lock:
+            key = (message.channel, message.idempotency_key)
+            if key in self._delivered:  # a re-delivery: answer as the first time
+                return DeliveryResult(provider_message_id=self._delivered[key])
+            provider_id = f"outbox-{uuid.uuid4().hex}"
+            line = json.dumps(_entry(message, provider_id), sort_keys=True)
+            with self._path.open("a", encoding="utf-8") as out:
+                out.write(line + "\n")
+            self._delivered[key] = provider_id
         return DeliveryResult(provider_message_id=provider_id)
+
+    def _load_delivered(self) -> None:
+        """Remember what the file already holds, to de-duplicate re-deliveries."""
+        self._delivered = {}
+        if self._path is None or not self._path.exists():
+            return
+        with self._path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    key = (entry["channel"], entry["idempotency_key"])
+                    self._delivered[key] = entry["provider_message_id"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash is not a delivery
 
 
 def _entry(message: OutboundMessage, provider_id: str) -> dict[str, object]:

@@ -64,12 +64,15 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     built: list[Gateway] = []
 
     def make(
-        url: str = "", policies: Path | None = None, plugins: tuple[object, ...] = ()
+        url: str = "",
+        policies: Path | None = None,
+        plugins: tuple[object, ...] = (),
+        outbox_channels: str = "sms",
     ) -> Gateway:
         settings = Settings(
             data_dir=tmp_path,
             database_url=url,
-            outbox_channels="sms",
+            outbox_channels=outbox_channels,
             unsafe_client_clock=True,
         )
         if policies is not None:

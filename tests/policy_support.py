@@ -52,6 +52,7 @@ def message(**changes: Any) -> dict[str, Any]:
         "purpose": "marketing",
         "campaign": "summer-sale",
         "consent": "granted",
+        "address_kind": "phone",
         "body_length": 42,
     }
     return base | changes

@@ -39,7 +39,7 @@ BUNDLE = load_bundle(default_policies())
 CAP = "frequency-caps.marketing-3-per-24h"
 OUTSIDE = "quiet-hours.outside-window"
 UNKNOWN_ZONE = "quiet-hours.time-zone-unknown"
-NEEDS_GRANT = "consent.sms-marketing-needs-grant"
+NEEDS_GRANT = "consent.marketing-needs-grant"
 REVOKED = "consent.revoked"
 
 _CASES = {
@@ -120,11 +120,18 @@ CONSENT_CASES = [
         id="opt-out-confirmation-is-the-single-exception",
     ),
     pytest.param(
-        message(channel="email", consent="none"),
-        contact(consent={}),
-        "ALLOW",
-        [],
-        id="email-marketing-is-outside-the-sms-consent-rule",
+        message(channel="email", address_kind="email", consent="none"),
+        contact(consent={"sms:marketing": "granted"}),
+        "DENY",
+        [NEEDS_GRANT],
+        id="email-marketing-needs-its-own-consent",
+    ),
+    pytest.param(
+        message(channel="outbox", consent="none"),
+        contact(),
+        "DENY",
+        [NEEDS_GRANT],
+        id="any-other-channel-name-needs-its-own-consent-too",
     ),
 ]
 
@@ -155,7 +162,11 @@ CHANNEL_CASES = [
         id="transactional-sms-to-landline",
     ),
     pytest.param(
-        message(channel="email"), False, "ALLOW", [], id="email-to-landline-contact"
+        message(channel="email", address_kind="email"),
+        False,
+        "ALLOW",
+        [],
+        id="email-to-landline-contact",
     ),
 ]
 
@@ -506,7 +517,12 @@ EXEMPT_CASES = [
         "2026-07-15T12:00:00Z",
         id="reminder-at-0300-is-held",
     ),
-    pytest.param(message(channel="email"), "ALLOW", None, id="email-marketing-at-0300"),
+    pytest.param(
+        message(channel="email", address_kind="email"),
+        "ALLOW",
+        None,
+        id="email-marketing-at-0300",
+    ),
 ]
 
 

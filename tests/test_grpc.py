@@ -93,8 +93,8 @@ def test_denied_send_carries_every_reason_and_sends_nothing(
     response = stub.Send(_request())
     reasons = {r.rule_id: r for r in response.decision.reasons}
     assert response.decision.outcome == pb.DENY
-    assert set(reasons) == {"consent.sms-marketing-needs-grant"}
-    assert reasons["consent.sms-marketing-needs-grant"].citation.startswith("TCPA")
+    assert set(reasons) == {"consent.marketing-needs-grant"}
+    assert reasons["consent.marketing-needs-grant"].citation.startswith("TCPA")
     assert response.delivery.status == pb.NOT_ATTEMPTED
     assert _outbox(tmp_path) == []
 

@@ -150,7 +150,6 @@ def test_outbox_serves_configured_channels(tmp_path: Path) -> None:
     }
     plugin.tollgate_configure(settings)
     assert plugin.tollgate_channels() == {
-        "outbox": "phone",
         "sms": "phone",
         "mail": "email",
     }

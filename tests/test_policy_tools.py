@@ -98,7 +98,7 @@ def test_warn_mode_allows_and_reports_shadow_mode_only_audits(
     fired = {(r["rule_id"], r["mode"]) for r in record.body["reasons"]}
     assert fired == {
         ("suppression.converted", "warn"),
-        ("consent.sms-marketing-needs-grant", "shadow"),
+        ("consent.marketing-needs-grant", "shadow"),
     }
 
 

@@ -52,7 +52,7 @@ def test_upsert_creates_then_updates_keeping_the_pseudonymous_id(store: Store) -
 
 
 def test_unknown_contact_is_reported_by_reference(store: Store) -> None:
-    with pytest.raises(ContactNotFoundError, match="external_id 'nobody'"):
+    with pytest.raises(ContactNotFoundError, match="no contact with this external_id"):
         store.snapshot(ContactRef(external_id="nobody"), None)
 
 

@@ -66,6 +66,7 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _MAX = {"s": 366 * 86400, "m": 366 * 1440, "h": 366 * 24, "d": 366}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+_CHANNEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def load_bundle(folder: str | Path, runtime_name: str = "interpreted") -> Bundle
     digest = hashlib.sha256()
     raw: dict[Path, bytes] = {}
     for path in (*policy_files, *data_files):
-        raw[path] = path.read_bytes()
+        raw[path] = _read(root, path)
         name = path.relative_to(root).as_posix()
         digest.update(name.encode() + b"\0" + raw[path] + b"\0")
 
@@ -189,9 +190,21 @@ def _list_files(root: Path) -> tuple[list[Path], list[Path]]:
     return policy_files, sorted((root / "data").glob("*.yaml"))
 
 
+def _read(root: Path, path: Path) -> bytes:
+    name = path.relative_to(root).as_posix()
+    if not path.is_file():
+        raise PolicyError(f"{name}: not a regular file (a folder or a broken link?)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{name}: cannot be read: {exc.strerror}") from exc
+
+
 def _parse(name: str, raw: bytes) -> Any:
     try:
         return load_yaml(raw)
+    except (TypeError, ValueError) as exc:  # e.g. a list used as a mapping key
+        raise PolicyError(f"{name}: not a valid policy file: {exc}") from exc
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f"{where.line + 1}:{where.column + 1}:" if where else ""
@@ -302,7 +315,7 @@ class _Reader:
             message_expr=self.optional_expr(
                 doc, "message_expr", where, _typecheck.STRING
             ),
-            citation=str(doc.get("citation", "")).strip(),
+            citation=str(doc.get("citation") or "").strip(),
             not_before=self.optional_expr(
                 doc, "not_before", where, _typecheck.TIMESTAMP
             ),
@@ -323,15 +336,31 @@ class _Reader:
                 "(a cap of 0 would block every message; remove the cap instead)",
                 doc.get("id"),
             )
+        purposes = self.names(doc, "purposes", where)
+        unknown = sorted(set(purposes) - set(_context.PURPOSES))
+        if unknown:
+            raise self.fail(
+                where,
+                f"unknown purpose(s) {', '.join(unknown)}; "
+                f"known: {', '.join(_context.PURPOSES)}",
+                doc.get("purposes"),
+            )
+        channels = self.names(doc, "channels", where)
+        if any(not _CHANNEL.match(c) for c in channels):
+            raise self.fail(
+                where,
+                f"channel names are lower case letters, digits, '_' or '-', "
+                f"found {list(channels)!r}",
+            )
         return Cap(
             id=cid,
             mode=self.mode(doc, default_mode, where),
             max=limit,
             window=self.duration(doc["window"], where),
-            purposes=self.names(doc, "purposes", where),
-            channels=self.names(doc, "channels", where),
+            purposes=purposes,
+            channels=channels,
             message=self.text(doc, "message", where),
-            citation=str(doc.get("citation", "")).strip(),
+            citation=str(doc.get("citation") or "").strip(),
         )
 
     def variables(self, doc: Any, pid: str) -> tuple[tuple[str, Expr], ...]:

@@ -12,7 +12,7 @@ the contact's past sends and what is expected::
     cases:
       - name: marketing without consent is denied
         contact: {consent: {}}
-        expect: {outcome: DENY, rules: [consent.sms-marketing-needs-grant]}
+        expect: {outcome: DENY, rules: [consent.marketing-needs-grant]}
 
 A case's ``contact`` and ``message`` replace the defaults key by key. A
 contact may give ``phone`` (and ``time_zone``, ``region``): its time zones
@@ -53,6 +53,7 @@ MESSAGE_DEFAULTS: Mapping[str, Any] = {
     "channel": "sms",
     "purpose": "marketing",
     "campaign": "test",
+    "address_kind": "phone",
     "body_length": 100,
 }
 LOCATION_KEYS = ("phone", "time_zone", "region")

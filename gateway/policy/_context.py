@@ -27,6 +27,9 @@ from gateway.policy._typecheck import (
     record,
 )
 
+# The purposes a message may have (the gRPC contract's Purpose enum).
+PURPOSES = ("marketing", "reminder", "transactional", "opt_out_confirmation")
+
 # Past sends are kept in the policy context for at least this long, so that
 # `sends_in(duration)` can look back a week even when no cap needs it.
 SENDS_HORIZON = timedelta(days=7)
@@ -53,6 +56,7 @@ MESSAGE = record(
         "purpose": STRING,
         "campaign": STRING,
         "consent": STRING,
+        "address_kind": STRING,
         "body_length": INT,
     },
 )
