@@ -25,6 +25,10 @@ class KeyReusedError(InvalidRequestError):
     """An idempotency key already answered a different request."""
 
 
+class ConsentConflictError(TollgateError):
+    """A consent change the ledger refuses (an import re-granting a revocation)."""
+
+
 class ContactNotFoundError(TollgateError):
     """The contact a request refers to is not in the store."""
 

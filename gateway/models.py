@@ -52,6 +52,10 @@ class Base(DeclarativeBase):
 
 class Contact(Base):
     __tablename__ = "contacts"
+    __table_args__ = (
+        Index("ix_contacts_phone", "phone_e164"),
+        Index("ix_contacts_email", "email"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     contact_id: Mapped[str] = mapped_column(String(40), unique=True)
@@ -67,6 +71,9 @@ class Contact(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # set by an opt-out: the contact must leave every ad audience
+    audience_removal_due: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Consent(Base):
@@ -83,6 +90,13 @@ class Consent(Base):
     source: Mapped[str] = mapped_column(String(40))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
     audit_seq: Mapped[int] = mapped_column(BigInteger)
+    legal_basis: Mapped[str] = mapped_column(String(40), default="express")
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disclosure_sha256: Mapped[str | None] = mapped_column(String(64))
+    # a double opt-in not yet confirmed by the contact
+    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    # an opt-out the provider already confirmed to the contact (no second text)
+    provider_confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Event(Base):

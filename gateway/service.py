@@ -18,9 +18,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import lifecycle, timezones
+from gateway import consent, lifecycle, timezones
 from gateway.channels import ChannelRegistry
-from gateway.errors import InvalidRequestError, UnknownChannelError
+from gateway.errors import (
+    ConsentConflictError,
+    InvalidRequestError,
+    UnknownChannelError,
+)
 from gateway.hookspecs import OutboundMessage
 from gateway.identity import (
     check_text,
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1600
 MAX_NAME = 200
 NO_ADDRESS_RULE = "gateway.no-address"
+IMPORT_SOURCE = "import"
 # Seconds after which a retry re-delivers an allowed message whose delivery
 # outcome was never recorded (see Gateway._replay).
 REDELIVER_AFTER = 60.0
@@ -245,10 +250,11 @@ class Gateway:
         zones = timezones.resolve_zones(
             time_zone=snap.time_zone, region=snap.region, phone_e164=snap.phone_e164
         )
-        consents = {
-            f"{channel}:{purpose}": "granted" if granted else "revoked"
-            for (channel, purpose), granted in snap.consents.items()
-        }
+        consents = consent.statuses(snap.consents, now)
+        state = consent.effective(snap.consents, request.channel, request.purpose, now)
+        due = consent.confirmation_due(
+            snap.consents, request.channel, snap.confirmations.get(request.channel)
+        )
         contact = {
             "id": snap.contact_id,
             "stage": snap.stage,
@@ -265,7 +271,10 @@ class Gateway:
             "channel": request.channel,
             "purpose": request.purpose,
             "campaign": request.campaign,
-            "consent": consents.get(f"{request.channel}:{request.purpose}", "none"),
+            "consent": state.status,
+            "consent_basis": state.basis,
+            "consent_entry": state.entry.id if state.entry else 0,
+            "opt_out_confirmation_due": due,
             "address_kind": self.channels.address_kind(request.channel),
             "body_length": len(request.body),
         }
@@ -352,15 +361,37 @@ class Gateway:
         granted: bool,
         source: str,
         at: datetime | None = None,
+        legal_basis: str = "",
+        expires_at: datetime | None = None,
+        disclosure_text: str = "",
+        pending: bool = False,
+        provider_confirmed: bool = False,
     ) -> tuple[str, int]:
-        """Append a consent grant or revocation to the ledger and the audit log."""
+        """Append a consent grant or revocation to the ledger and the audit log.
+
+        ``channel`` and ``purpose`` may be ``*`` (every channel or purpose). A
+        grant names its legal basis (express written by default); consent
+        implied by a purchase or inquiry expires (by default after 18 or 3
+        months). Only the SHA-256 of the disclosure text shown is kept. An
+        import never turns a revoked consent back on: it is refused.
+        """
         _check_ref(ref)
-        check_text(channel, "channel", required=True, limit=40)
-        if purpose not in PURPOSES:
+        if channel != consent.ALL:
+            check_text(channel, "channel", required=True, limit=40)
+        if purpose not in (*PURPOSES, consent.ALL):
             raise InvalidRequestError(
-                "purpose", f"must be one of {', '.join(PURPOSES)}"
+                "purpose", f"must be one of {', '.join(PURPOSES)} or *"
             )
         check_text(source, "source", required=True, limit=40)
+        basis = legal_basis or ("express_written" if granted else "")
+        if granted and basis not in consent.LEGAL_BASES:
+            raise InvalidRequestError(
+                "legal_basis", f"must be one of {', '.join(consent.LEGAL_BASES)}"
+            )
+        if len(disclosure_text) > 20_000:
+            raise InvalidRequestError(
+                "disclosure_text", "is longer than 20000 characters"
+            )
         when = self._clock() if at is None else at.astimezone(UTC)
         entry = {
             "channel": channel,
@@ -368,12 +399,61 @@ class Gateway:
             "granted": granted,
             "source": source,
             "recorded_at": when,
+            "legal_basis": basis,
+            "expires_at": (expires_at.astimezone(UTC) if expires_at else None)
+            or (consent.default_expiry(basis, when) if granted else None),
+            "disclosure_sha256": (
+                hashlib.sha256(disclosure_text.encode()).hexdigest()
+                if disclosure_text
+                else None
+            ),
+            "pending": pending and granted,
+            "provider_confirmed": provider_confirmed and not granted,
         }
 
         def body(contact_id: str) -> dict[str, Any]:
-            return {**entry, "recorded_at": when.isoformat(), "contact_id": contact_id}
+            expiry = entry["expires_at"]
+            assert expiry is None or isinstance(expiry, datetime)
+            return {
+                **entry,
+                "recorded_at": when.isoformat(),
+                "expires_at": expiry.isoformat() if expiry else "",
+                "disclosure_sha256": entry["disclosure_sha256"] or "",
+                "contact_id": contact_id,
+            }
 
-        return self.store.record_consent(ref, entry, body)
+        def guard(snap: ContactSnapshot) -> None:
+            if source != IMPORT_SOURCE or not granted:
+                return
+            current = consent.effective(snap.consents, channel, purpose, when)
+            if current.status == "revoked" and current.entry is not None:
+                raise ConsentConflictError(
+                    f"{channel}:{purpose} consent was revoked on "
+                    f"{current.entry.recorded_at:%Y-%m-%d} (source "
+                    f"{current.entry.source}); an import cannot grant it again, "
+                    "only a new consent from the contact can"
+                )
+
+        contact_id, seq, _ = self.store.record_consent(ref, entry, body, guard)
+        return contact_id, seq
+
+    def consent_evidence(
+        self, ref: ContactRef, channel: str, purpose: str, at: datetime | None = None
+    ) -> dict[str, Any]:
+        """What the ledger says now for one channel and purpose, the entry
+        that decides it, and the whole ledger of the contact."""
+        _check_ref(ref)
+        when = self._clock() if at is None else at.astimezone(UTC)
+        snap = self.store.snapshot(ref, None)
+        state = consent.effective(snap.consents, channel, purpose, when)
+        return {
+            "contact_id": snap.contact_id,
+            "channel": channel,
+            "purpose": purpose,
+            "status": state.status,
+            "deciding_entry": state.entry.evidence() if state.entry else None,
+            "ledger": [e.evidence() for e in snap.consents],
+        }
 
     def record_event(
         self,

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import audit
 from gateway import models
+from gateway.consent import ConsentEntry
 from gateway.errors import ContactNotFoundError, KeyReusedError, StoreError
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,12 @@ class ContactSnapshot:
     do_not_contact: bool
     sms_capable: bool
     attributes: Mapping[str, Any]
-    # (channel, purpose) → True (granted) / False (revoked), latest entry wins.
-    consents: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    # the whole consent ledger of the contact, oldest first
+    consents: tuple[ConsentEntry, ...] = ()
     sends: tuple[PastSend, ...] = ()
+    # channel -> when its last opt-out confirmation was sent
+    confirmations: Mapping[str, datetime] = field(default_factory=dict)
+    erased: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,71 @@ class Store:
         ref: ContactRef,
         entry: Mapping[str, Any],
         audit_body: Callable[[str], Mapping[str, Any]],
-    ) -> tuple[str, int]:
-        """Append a consent entry and its audit record; return (contact_id, seq)."""
+        guard: Callable[[ContactSnapshot], None] | None = None,
+    ) -> tuple[str, int, int]:
+        """Append a consent entry and its audit record.
+
+        `guard` sees the contact (with its whole ledger) under the contact's
+        lock and may refuse the entry by raising. A revocation for every
+        channel also marks the contact for removal from every ad audience.
+        Returns (contact_id, audit seq, ledger entry id).
+        """
         with self._sessions.begin() as session:
             row = _find(session, ref, lock=True)
+            if guard is not None:
+                guard(_snapshot(session, row, None))
             seq = _append_audit(session, "consent", audit_body(row.contact_id))
-            session.add(models.Consent(contact_pk=row.id, audit_seq=seq, **entry))
+            consent = models.Consent(contact_pk=row.id, audit_seq=seq, **entry)
+            session.add(consent)
+            if not entry["granted"] and entry["channel"] == "*":
+                row.audience_removal_due = True
+            session.flush()
+            return row.contact_id, seq, consent.id
+
+    def find_by_address(self, kind: str, address: str) -> ContactRef | None:
+        """The contact whose phone (E.164) or e-mail is `address`, if one is."""
+        column = models.Contact.phone_e164 if kind == "phone" else models.Contact.email
+        with self._sessions.begin() as session:
+            found = session.scalars(
+                sa.select(models.Contact.contact_id)
+                .where(column == address, models.Contact.erased_at.is_(None))
+                .order_by(models.Contact.id)
+                .limit(1)
+            ).first()
+        return ContactRef(contact_id=found) if found else None
+
+    def erase(self, ref: ContactRef, now: datetime) -> tuple[str, int]:
+        """Remove a contact's personal data; keep the PII-free ledger and the
+        audit chain, and append the erasure to it. Returns (contact_id, seq)."""
+        with self._sessions.begin() as session:
+            row = _find(session, ref, lock=True)
+            row.phone_e164 = row.email = row.time_zone = row.region = None
+            row.external_id = f"erased:{row.contact_id}"
+            row.attributes = {}
+            row.do_not_contact = True
+            row.erased_at = row.updated_at = now
+            session.execute(
+                sa.update(models.Event)
+                .where(models.Event.contact_pk == row.id)
+                .values(attributes={})
+            )
+            seq = _append_audit(
+                session,
+                "erasure",
+                {"contact_id": row.contact_id, "erased_at": now.isoformat()},
+            )
             return row.contact_id, seq
+
+    def audience_removals(self) -> list[str]:
+        """Pseudonymous ids of contacts that must leave every ad audience."""
+        with self._sessions.begin() as session:
+            return list(
+                session.scalars(
+                    sa.select(models.Contact.contact_id).where(
+                        models.Contact.audience_removal_due.is_(True)
+                    )
+                )
+            )
 
     def record_event(
         self,
@@ -443,13 +505,24 @@ def _find(session: Session, ref: ContactRef, *, lock: bool) -> models.Contact:
 def _snapshot(
     session: Session, row: models.Contact, since: datetime | None
 ) -> ContactSnapshot:
-    consents: dict[tuple[str, str], bool] = {}
-    for entry in session.scalars(
-        sa.select(models.Consent)
-        .where(models.Consent.contact_pk == row.id)
-        .order_by(models.Consent.recorded_at, models.Consent.id)
-    ):
-        consents[(entry.channel, entry.purpose)] = entry.granted
+    consents = tuple(
+        _consent_entry(entry)
+        for entry in session.scalars(
+            sa.select(models.Consent)
+            .where(models.Consent.contact_pk == row.id)
+            .order_by(models.Consent.recorded_at, models.Consent.id)
+        )
+    )
+    confirmations = dict(
+        session.execute(
+            sa.select(models.Send.channel, sa.func.max(models.Send.sent_at))
+            .where(
+                models.Send.contact_pk == row.id,
+                models.Send.purpose == "opt_out_confirmation",
+            )
+            .group_by(models.Send.channel)
+        ).all()
+    )
     sends: tuple[PastSend, ...] = ()
     if since is not None:
         sends = tuple(
@@ -475,6 +548,32 @@ def _snapshot(
         attributes=dict(row.attributes or {}),
         consents=consents,
         sends=sends,
+        confirmations={c: _aware(t) for c, t in confirmations.items() if t is not None},
+        erased=row.erased_at is not None,
+    )
+
+
+def _aware(moment: Any) -> datetime:
+    """Aggregates bypass the column type: read them back as aware UTC."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    assert isinstance(moment, datetime)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _consent_entry(row: models.Consent) -> ConsentEntry:
+    return ConsentEntry(
+        id=row.id,
+        channel=row.channel,
+        purpose=row.purpose,
+        granted=row.granted,
+        source=row.source,
+        recorded_at=row.recorded_at,
+        legal_basis=row.legal_basis,
+        expires_at=row.expires_at,
+        disclosure_sha256=row.disclosure_sha256,
+        pending=row.pending,
+        provider_confirmed=row.provider_confirmed,
     )
 
 

@@ -52,6 +52,9 @@ def message(**changes: Any) -> dict[str, Any]:
         "purpose": "marketing",
         "campaign": "summer-sale",
         "consent": "granted",
+        "consent_basis": "express_written",
+        "consent_entry": 1,
+        "opt_out_confirmation_due": False,
         "address_kind": "phone",
         "body_length": 42,
     }

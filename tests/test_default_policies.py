@@ -105,7 +105,11 @@ CONSENT_CASES = [
         id="reminder-revoked",
     ),
     pytest.param(
-        message(purpose="opt_out_confirmation", consent="revoked"),
+        message(
+            purpose="opt_out_confirmation",
+            consent="revoked",
+            opt_out_confirmation_due=True,
+        ),
         contact(
             consent={
                 "sms:marketing": "revoked",
@@ -506,7 +510,11 @@ EXEMPT_CASES = [
         id="transactional-at-0300",
     ),
     pytest.param(
-        message(purpose="opt_out_confirmation", consent="revoked"),
+        message(
+            purpose="opt_out_confirmation",
+            consent="revoked",
+            opt_out_confirmation_due=True,
+        ),
         "ALLOW",
         None,
         id="opt-out-confirmation-at-0300",
@@ -817,6 +825,42 @@ def test_no_solicitation_days(
 ) -> None:
     decision = decide(BUNDLE, now, to=contact(**where), msg=msg)
     assert_decision(decision, outcome, rules, not_before)
+
+
+# --- kinds of consent, and the single opt-out confirmation ---------------------
+
+WRITTEN = "consent.text-marketing-needs-written-consent"
+ONE_CONFIRMATION = "consent.one-confirmation"
+
+CONSENT_KIND_CASES = [
+    pytest.param(
+        message(consent_basis="implied_purchase"), "DENY", _expects(WRITTEN),
+        id="implied-consent-is-not-enough-for-marketing-texts",
+    ),
+    pytest.param(message(consent_basis="express_written"), "ALLOW", [], id="written"),
+    pytest.param(
+        message(channel="email", address_kind="email", consent_basis="implied_inquiry"),
+        "ALLOW", [], id="implied-consent-is-enough-for-marketing-email",
+    ),
+    pytest.param(
+        message(purpose="opt_out_confirmation", consent="revoked",
+                opt_out_confirmation_due=True),
+        "ALLOW", [], id="the-one-confirmation-goes",
+    ),
+    pytest.param(
+        message(purpose="opt_out_confirmation", consent="revoked",
+                opt_out_confirmation_due=False),
+        "DENY", _expects(ONE_CONFIRMATION), id="CO-03-a-second-confirmation-is-refused",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("msg", "outcome", "rules"), CONSENT_KIND_CASES)
+def test_kinds_of_consent_and_the_single_confirmation(
+    msg: dict[str, Any], outcome: str, rules: list[str]
+) -> None:
+    decision = decide(BUNDLE, msg=msg)
+    assert_decision(decision, outcome, rules)
 
 
 def test_every_rule_of_the_bundle_is_exercised() -> None:

@@ -56,7 +56,7 @@ def test_check_explains_every_policy_variable_and_deferral(grpc_stub: Live) -> N
     assert response.decision.outcome == pb.DEFER
     assert set(policies) == {
         "channel-capability", "consent", "frequency-caps", "holidays",
-        "quiet-hours", "suppression",
+        "opt-out-confirmation", "quiet-hours", "suppression",
     }  # fmt: skip
     assert quiet.status == "applied"
     assert dict(quiet.variables["window"]) == {

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import audit
+from gateway import consent
 from gateway.errors import ContactNotFoundError
 from gateway.models import Base
 from gateway.store import ContactFields, ContactRef, Reservation, Store, Verdict
@@ -69,7 +70,8 @@ def test_latest_consent_entry_wins_and_every_entry_is_audited(store: Store) -> N
         }
         store.record_consent(ref, entry, lambda cid: {"contact_id": cid})
     snap = store.snapshot(ref, None)
-    assert snap.consents == {("sms", "marketing"): True}
+    assert [e.granted for e in snap.consents] == [True, False, True]
+    assert consent.effective(snap.consents, "sms", "marketing", NOW).status == "granted"
     assert [r.kind for r in store.audit_records()] == ["consent"] * 3
 
 

@@ -132,6 +132,13 @@ def _case(file: str, defaults: Mapping[str, Any], raw: Any, index: int) -> Case:
         "consent",
         contact["consent"].get(f"{message['channel']}:{message['purpose']}", "none"),
     )
+    message.setdefault(
+        "consent_basis", "express_written" if message["consent"] == "granted" else ""
+    )
+    message.setdefault("consent_entry", 0)
+    message.setdefault(
+        "opt_out_confirmation_due", message["purpose"] == "opt_out_confirmation"
+    )
     sends = [
         _send(s, now, where) for s in raw.get("sends", defaults.get("sends")) or []
     ]
