@@ -43,6 +43,8 @@ class Settings:
         default_factory=lambda: os.environ.get("TOLLGATE_OUTBOX_CHANNELS", "")
     )
     unsafe_client_clock: bool = False
+    # where providers call back (MO, DLR); handed to plugins as callback_url
+    callback_url: str = ""
     cel_runtime: str = field(
         default_factory=lambda: os.environ.get("TOLLGATE_CEL_RUNTIME", "interpreted")
     )
@@ -60,6 +62,7 @@ class Settings:
         }
         values["data_dir"] = str(self.data_dir.resolve())
         values["outbox_channels"] = self.outbox_channels
+        values["callback_url"] = self.callback_url
         if os.environ.get("TOLLGATE_OUTBOX"):
             values["outbox_path"] = os.environ["TOLLGATE_OUTBOX"]
         return values

@@ -15,7 +15,12 @@ import pluggy
 
 from gateway import hookspecs
 from gateway.errors import PluginError, UnknownChannelError
-from gateway.hookspecs import DeliveryResult, OutboundMessage
+from gateway.hookspecs import (
+    DeliveryReport,
+    DeliveryResult,
+    InboundReply,
+    OutboundMessage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,25 @@ class ChannelRegistry:
             )
             return DeliveryResult(error=f"plugin raised {type(exc).__name__}")
         return _checked(message.channel, result)
+
+    def parse_callback(
+        self, channel: str, kind: str, query: Mapping[str, str]
+    ) -> InboundReply | DeliveryReport:
+        """Ask the channel's plugin to read a provider callback."""
+        self.require(channel)
+        try:
+            event = self._pm.hook.tollgate_parse_callback(
+                channel=channel, kind=kind, query=dict(query)
+            )
+        except ValueError as exc:
+            raise PluginError(f"callback for {channel!r}/{kind!r}: {exc}") from exc
+        except Exception as exc:  # a plugin's fault
+            raise PluginError(
+                f"plugin for {channel!r} raised {type(exc).__name__} on a callback"
+            ) from exc
+        if not isinstance(event, InboundReply | DeliveryReport):
+            raise PluginError(f"no plugin understood the callback {channel!r}/{kind!r}")
+        return event
 
 
 def _checked(channel: str, result: object) -> DeliveryResult:

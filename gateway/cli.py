@@ -19,7 +19,8 @@ import click
 
 import audit
 from gateway.app import Settings, build_gateway, default_policies
-from gateway.errors import TollgateError
+from gateway.callbacks import CallbackServer
+from gateway.errors import ConfigurationError, TollgateError
 from gateway.policy import (
     RUNTIMES,
     diff_bundles,
@@ -30,7 +31,7 @@ from gateway.policy import (
     replay,
     run_tests,
 )
-from gateway.store import Store
+from gateway.store import ContactRef, Store
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,12 @@ def main(verbose: int) -> None:
     help="cel-python runner for policies (default interpreted).",
 )
 @click.option(
+    "--callback-listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="Loopback address for providers' callbacks (MO, DLR); port 0 picks one.",
+)
+@click.option(
     "--watch-interval",
     type=float,
     default=2.0,
@@ -141,6 +148,7 @@ def serve(
     outbox_channels: str,
     unsafe_client_clock: bool,
     cel_runtime: str | None,
+    callback_listen: str,
     watch_interval: float,
 ) -> None:
     """Run the gRPC gateway until interrupted.
@@ -154,13 +162,22 @@ def serve(
     settings.outbox_channels = outbox_channels or settings.outbox_channels
     settings.unsafe_client_clock = unsafe_client_clock
     settings.cel_runtime = cel_runtime or settings.cel_runtime
+    host, _, callback_port = callback_listen.rpartition(":")
     with _refusing():
-        gateway = build_gateway(settings)
-        server, port = build_server(gateway, listen)
+        callbacks = _callback_server(host, callback_port)
+        settings.callback_url = callbacks.url
+        try:
+            gateway = build_gateway(settings)
+            server, port = build_server(gateway, listen)
+        except BaseException:
+            callbacks.stop()
+            raise
+    callbacks.attach(gateway)
+    callbacks.start()
     server.start()
     click.echo(
         f"tollgate serving on {listen.rsplit(':', 1)[0]}:{port} "
-        f"(bundle {gateway.bundle.hash[:12]})"
+        f"(bundle {gateway.bundle.hash[:12]}); callbacks at {callbacks.url}"
     )
     stop, wake = threading.Event(), threading.Event()
 
@@ -181,7 +198,20 @@ def serve(
     watcher.start()
     stop.wait()
     server.stop(grace=5).wait()
+    callbacks.stop()
     gateway.store.close()
+
+
+def _callback_server(host: str, port: str) -> CallbackServer:
+    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        raise ConfigurationError(
+            f"--callback-listen must be a loopback address like 127.0.0.1:8080, "
+            f"found {host}:{port}"
+        )
+    try:
+        return CallbackServer(host, int(port))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from exc
 
 
 @main.command()
@@ -388,6 +418,77 @@ def policy_replay(candidate: Path, data_dir: Path | None, db: str | None) -> Non
         store.close()
     for line in report.lines():
         click.echo(line)
+
+
+@main.group()
+def contacts() -> None:
+    """Look after contacts: consent evidence, erasure."""
+
+
+def _contact_ref(contact: str) -> ContactRef:
+    """A pseudonymous id (ct_...) or, with the ext: prefix, the caller's id."""
+    if contact.startswith("ext:"):
+        return ContactRef(external_id=contact[4:])
+    return ContactRef(contact_id=contact)
+
+
+@contacts.command("erase")
+@click.argument("contact")
+@_data_opt
+@_db_opt
+def contacts_erase(contact: str, data_dir: Path | None, db: str | None) -> None:
+    """Erase CONTACT's personal data (ct_... id, or ext:<your id>).
+
+    Phone number, e-mail, address data and attributes are removed; the
+    consent ledger and the audit log hold none and stay, so the chain still
+    verifies; the erasure itself is appended to the audit log.
+    """
+    settings = _settings(data_dir, db, None)
+    with _refusing():
+        store = Store.open(settings.store_url(), migrate=False)
+        try:
+            contact_id, seq = store.erase(_contact_ref(contact), datetime.now(UTC))
+        finally:
+            store.close()
+    click.echo(f"erased {contact_id}; audit record {seq}")
+
+
+@contacts.command("consent")
+@click.argument("contact")
+@click.option("--channel", default="sms", show_default=True)
+@click.option("--purpose", default="marketing", show_default=True)
+@_data_opt
+@_db_opt
+def contacts_consent(
+    contact: str, channel: str, purpose: str, data_dir: Path | None, db: str | None
+) -> None:
+    """Show what the consent ledger says for CONTACT, and its evidence."""
+    from gateway.consent import effective
+
+    settings = _settings(data_dir, db, None)
+    with _refusing():
+        store = Store.open(settings.store_url(), migrate=False)
+        try:
+            snap = store.snapshot(_contact_ref(contact), None)
+        finally:
+            store.close()
+    state = effective(snap.consents, channel, purpose, datetime.now(UTC))
+    click.echo(f"{snap.contact_id} {channel}:{purpose}: {state.status}")
+    for entry in snap.consents:
+        mark = "->" if state.entry is not None and entry.id == state.entry.id else "  "
+        grant = "granted" if entry.granted else "revoked"
+        click.echo(
+            f"{mark} #{entry.id} {entry.recorded_at:%Y-%m-%dT%H:%M:%SZ} "
+            f"{entry.channel}:{entry.purpose} {grant} via {entry.source}"
+            + (f", {entry.legal_basis}" if entry.granted else "")
+            + (f", expires {entry.expires_at:%Y-%m-%d}" if entry.expires_at else "")
+            + (", pending confirmation" if entry.pending else "")
+            + (
+                f", disclosure {entry.disclosure_sha256[:16]}"
+                if entry.disclosure_sha256
+                else ""
+            )
+        )
 
 
 @main.group()

@@ -21,13 +21,16 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "DeliveryReport",
     "DeliveryResult",
+    "InboundReply",
     "OutboundMessage",
     "hookimpl",
     "hookspec",
     "tollgate_channels",
     "tollgate_configure",
     "tollgate_deliver",
+    "tollgate_parse_callback",
 ]
 
 
@@ -64,6 +67,31 @@ class DeliveryResult:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class InboundReply:
+    """A reply from a contact that a provider called back with (an MO)."""
+
+    sender: str  # the contact's address; personal data, never to be logged
+    text: str
+    provider_message_id: str = ""
+    received_at: str = ""  # ISO 8601 when the provider says; empty: now
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A provider's report on a message it was handed (a DLR).
+
+    `audit_seq` is the decision's audit sequence number, which the plugin put
+    into the callback address when it forwarded the message; `status` is
+    "delivered", "failed", "accepted" (by the provider's network) or
+    "buffered"; `detail` is the provider's own code, without personal data.
+    """
+
+    audit_seq: int
+    status: str
+    detail: str = ""
+
+
 @hookspec
 def tollgate_configure(settings: Mapping[str, str]) -> None:
     """Receive the gateway's settings once, before any other hook is called.
@@ -91,4 +119,22 @@ def tollgate_deliver(message: OutboundMessage) -> DeliveryResult | None:
     :return: a `DeliveryResult`, or None when the channel is not this plugin's
         (the gateway then asks the next plugin). Raising an exception counts as
         a failed delivery; the gateway records it and never retries by itself.
+    """
+
+
+@hookspec(firstresult=True)
+def tollgate_parse_callback(
+    channel: str, kind: str, query: Mapping[str, str]
+) -> InboundReply | DeliveryReport | None:
+    """Turn a provider's HTTP callback into a reply or a delivery report.
+
+    The gateway serves ``/callbacks/<channel>/<kind>`` on loopback (the URL
+    prefix is ``settings["callback_url"]``) and calls this hook for each
+    request. Plugins only translate; the gateway records and acts.
+
+    :param channel: the channel in the path; answer only for your own.
+    :param kind: the last path segment, e.g. ``"mo"`` or ``"dlr"``.
+    :param query: the request's query parameters (first value of each).
+    :return: an `InboundReply`, a `DeliveryReport`, or None when the channel is
+        not yours. Raise ``ValueError`` for a malformed callback.
     """

@@ -23,12 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from audit import AuditError
 from gateway.errors import (
     ConfigurationError,
+    ConsentConflictError,
     ContactNotFoundError,
     InvalidRequestError,
     StoreError,
     TollgateError,
+    UnknownChannelError,
 )
-from gateway.service import ContactInput, Gateway, SendInput
+from gateway.service import ContactInput, Gateway, InboundInput, SendInput
 from gateway.store import ContactRef
 from tollgate.v1 import gateway_pb2 as pb
 from tollgate.v1 import gateway_pb2_grpc as pb_grpc
@@ -106,12 +108,63 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             contact_id, seq = self.gateway.record_consent(
                 _ref(request.contact),
                 channel=request.channel,
-                purpose=_purpose(request.purpose),
+                purpose=_consent_purpose(request.purpose),
                 granted=request.granted,
                 source=request.source,
                 at=_time(request, "at"),
+                legal_basis=_BASES.get(request.legal_basis, ""),
+                expires_at=_time(request, "expires_at"),
+                disclosure_text=request.disclosure_text,
+                pending=request.pending_confirmation,
             )
             return pb.RecordConsentResponse(contact_id=contact_id, audit_seq=seq)
+
+        return _guarded(context, work)
+
+    def ReportInbound(
+        self, request: pb.ReportInboundRequest, context: grpc.ServicerContext
+    ) -> pb.ReportInboundResponse:
+        def work() -> pb.ReportInboundResponse:
+            answer = self.gateway.report_inbound(
+                InboundInput(
+                    channel=request.channel,
+                    sender=getattr(request, "from"),
+                    text=request.text,
+                    headers=dict(request.headers),
+                    subject=request.subject,
+                    received_at=_time(request, "received_at"),
+                    provider_message_id=request.provider_message_id,
+                    provider_confirmed=request.provider_confirmed,
+                )
+            )
+            reply = answer["reply"]
+            return pb.ReportInboundResponse(
+                intent=pb.Intent.Value(answer["intent"].upper()),
+                keyword=answer["keyword"],
+                rule=answer["rule"],
+                contact_id=answer["contact_id"],
+                audit_seq=answer["audit_seq"],
+                reply=_send_response(reply) if reply else None,
+            )
+
+        return _guarded(context, work)
+
+    def GetConsent(
+        self, request: pb.GetConsentRequest, context: grpc.ServicerContext
+    ) -> pb.GetConsentResponse:
+        def work() -> pb.GetConsentResponse:
+            evidence = self.gateway.consent_evidence(
+                _ref(request.contact),
+                request.channel,
+                _consent_purpose(request.purpose),
+            )
+            deciding = evidence["deciding_entry"]
+            return pb.GetConsentResponse(
+                contact_id=evidence["contact_id"],
+                status=evidence["status"],
+                deciding_entry=_consent_entry(deciding) if deciding else None,
+                ledger=[_consent_entry(e) for e in evidence["ledger"]],
+            )
 
         return _guarded(context, work)
 
@@ -160,6 +213,10 @@ def _guarded(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except ContactNotFoundError as exc:
         _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+    except ConsentConflictError as exc:
+        _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except UnknownChannelError as exc:
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"channel: {exc}")
     except StoreError as exc:
         _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
     except AuditError as exc:
@@ -179,6 +236,33 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, text: str) -> N
 
 def _ref(ref: pb.ContactRef) -> ContactRef:
     return ContactRef(external_id=ref.external_id, contact_id=ref.contact_id)
+
+
+_BASES = {
+    pb.EXPRESS_WRITTEN: "express_written",
+    pb.EXPRESS: "express",
+    pb.IMPLIED_PURCHASE: "implied_purchase",
+    pb.IMPLIED_INQUIRY: "implied_inquiry",
+}
+
+
+def _consent_purpose(value: int) -> str:
+    return "*" if value == pb.PURPOSE_ALL else _purpose(value)
+
+
+def _consent_entry(entry: Mapping[str, Any]) -> pb.ConsentEntry:
+    return pb.ConsentEntry(
+        entry_id=entry["entry_id"],
+        channel=entry["channel"],
+        purpose=entry["purpose"],
+        granted=entry["granted"],
+        source=entry["source"],
+        recorded_at=_stamp(entry["recorded_at"]),
+        legal_basis=entry["legal_basis"],
+        expires_at=_stamp(entry["expires_at"]),
+        disclosure_sha256=entry["disclosure_sha256"],
+        pending=entry["pending"],
+    )
 
 
 def _purpose(value: int) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from gateway.errors import (
     InvalidRequestError,
     UnknownChannelError,
 )
-from gateway.hookspecs import OutboundMessage
+from gateway.hookspecs import DeliveryReport, OutboundMessage
 from gateway.identity import (
     check_text,
     normalise_email,
@@ -33,6 +33,7 @@ from gateway.identity import (
     plain_attributes,
     refuse_personal_data,
 )
+from gateway.inbound import Intent, classify
 from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
 from gateway.policy._context import PURPOSES
 from gateway.policy._engine import SendRecord
@@ -52,6 +53,7 @@ MAX_BODY = 1600
 MAX_NAME = 200
 NO_ADDRESS_RULE = "gateway.no-address"
 IMPORT_SOURCE = "import"
+DELIVERY_REPORT_STATUSES = ("delivered", "failed", "accepted", "buffered")
 # Seconds after which a retry re-delivers an allowed message whose delivery
 # outcome was never recorded (see Gateway._replay).
 REDELIVER_AFTER = 60.0
@@ -70,6 +72,43 @@ class SendInput:
     idempotency_key: str
     request_id: str = ""
     at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InboundInput:
+    """A reply from a contact, as the transport hands it over."""
+
+    channel: str
+    sender: str
+    text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    subject: str = ""
+    received_at: datetime | None = None
+    provider_message_id: str = ""
+    provider_confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    """What the program answers to keywords; set by TOLLGATE_PROGRAM_* too."""
+
+    name: str = "Tollgate demo bank"
+    help_text: str = (
+        "Tollgate demo bank alerts and offers. Msg frequency varies. "
+        "Msg&data rates may apply. Reply STOP to opt out."
+    )
+    opt_out_text: str = (
+        "Tollgate demo bank: you are unsubscribed and will receive no more "
+        "messages. Reply START to subscribe again."
+    )
+    opt_in_text: str = (
+        "Tollgate demo bank: you are subscribed again. Reply HELP for help, "
+        "STOP to opt out."
+    )
+    opt_in_disclosure: str = (
+        "By replying START you agree to receive recurring marketing texts from "
+        "Tollgate demo bank. Consent is not a condition of purchase."
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +135,7 @@ class Gateway:
         *,
         clock: Callable[[], datetime] | None = None,
         unsafe_client_clock: bool = False,
+        program: ProgramInfo | None = None,
     ) -> None:
         self.store = store
         self.holder = (
@@ -104,6 +144,7 @@ class Gateway:
         self.channels = channels
         self._clock = clock or (lambda: datetime.now(UTC))
         self.unsafe_client_clock = unsafe_client_clock
+        self.program = program or ProgramInfo()
         if unsafe_client_clock:
             log.warning(
                 "UNSAFE: callers may set the decision clock (SendRequest.at); a "
@@ -455,6 +496,126 @@ class Gateway:
             "ledger": [e.evidence() for e in snap.consents],
         }
 
+    # -- inbound replies and delivery reports ----------------------------------
+
+    def report_inbound(self, reply: InboundInput) -> dict[str, Any]:
+        """Classify a reply, record it, and act on it.
+
+        An opt-out revokes every purpose on every channel at once (one ledger
+        entry for ``*``/``*``), marks the contact for removal from every ad
+        audience, and is confirmed by exactly one message on the channel it
+        came in on, unless the provider confirmed it already. START records an
+        express written opt-in on that channel. HELP is answered with the
+        program information. Auto-replies and other text change nothing.
+        """
+        check_text(reply.channel, "channel", required=True, limit=40)
+        kind = self.channels.address_kind(reply.channel)
+        sender = _normalise_address(kind, reply.sender)
+        found = classify(
+            reply.text[:5000], headers=reply.headers, subject=reply.subject
+        )
+        when = reply.received_at.astimezone(UTC) if reply.received_at else self._clock()
+        ref = self.store.find_by_address(kind, sender)
+        contact_id = ref.contact_id if ref else ""
+        seq = self.store.append_audit(
+            "inbound",
+            {
+                "contact_id": contact_id,
+                "channel": reply.channel,
+                "intent": str(found.intent),
+                "keyword": found.keyword,
+                "rule": found.rule,
+                "received_at": when.isoformat(),
+            },
+        )
+        answer: dict[str, Any] = {
+            "intent": str(found.intent),
+            "keyword": found.keyword,
+            "rule": found.rule,
+            "contact_id": contact_id,
+            "audit_seq": seq,
+            "reply": None,
+        }
+        log.info(
+            "inbound channel=%s contact=%s intent=%s audit_seq=%d",
+            reply.channel, contact_id or "-", found.intent, seq,
+        )  # fmt: skip
+        if ref is not None:
+            answer["reply"] = self._act_on(reply, ref, found.intent, when)
+        return answer
+
+    def _act_on(
+        self, reply: InboundInput, ref: ContactRef, intent: Intent, when: datetime
+    ) -> dict[str, Any] | None:
+        if intent is Intent.OPT_OUT:
+            self.record_consent(
+                ref, channel=consent.ALL, purpose=consent.ALL, granted=False,
+                source="keyword", at=when, provider_confirmed=reply.provider_confirmed,
+            )  # fmt: skip
+            if reply.provider_confirmed:
+                return None
+            return self._program_reply(
+                reply, ref, "opt_out_confirmation", self.program.opt_out_text
+            )
+        if intent is Intent.OPT_IN:
+            self.record_consent(
+                ref, channel=reply.channel, purpose=consent.ALL, granted=True,
+                source="keyword", at=when, legal_basis="express_written",
+                disclosure_text=self.program.opt_in_disclosure,
+            )  # fmt: skip
+            return self._program_reply(
+                reply, ref, "transactional", self.program.opt_in_text
+            )
+        if intent is Intent.HELP:
+            return self._program_reply(
+                reply, ref, "transactional", self.program.help_text
+            )
+        return None
+
+    def _program_reply(
+        self, reply: InboundInput, ref: ContactRef, purpose: str, body: str
+    ) -> dict[str, Any]:
+        """Answer a keyword through the ordinary path: decided and audited."""
+        key = (
+            reply.provider_message_id
+            or hashlib.sha256(
+                f"{reply.channel}|{ref.contact_id}|{reply.text}|{reply.received_at}".encode()
+            ).hexdigest()
+        )
+        request = SendInput(
+            contact=ref,
+            channel=reply.channel,
+            purpose=purpose,
+            campaign=f"keyword-{purpose}",
+            body=body,
+            idempotency_key=f"reply/{reply.channel}/{key}"[:200],
+            request_id=f"reply-{purpose}",
+        )
+        return self.send(request)
+
+    def record_delivery_report(self, channel: str, report: DeliveryReport) -> int:
+        """Append a provider's delivery report against the original decision."""
+        if report.status not in DELIVERY_REPORT_STATUSES:
+            raise InvalidRequestError(
+                "status", f"must be one of {', '.join(DELIVERY_REPORT_STATUSES)}"
+            )
+        check_text(report.detail, "detail", required=False)
+        decision = self.store.audit_record(report.audit_seq)
+        if decision is None or decision.kind != "decision":
+            raise InvalidRequestError(
+                "audit_seq", f"{report.audit_seq} is not the audit record of a decision"
+            )
+        return self.store.append_audit(
+            "delivery_report",
+            {
+                "decision_seq": report.audit_seq,
+                "contact_id": decision.body.get("contact_id", ""),
+                "channel": channel,
+                "status": report.status,
+                "detail": report.detail,
+            },
+        )
+
     def record_event(
         self,
         ref: ContactRef,
@@ -505,6 +666,12 @@ def _touch(
     return Reservation(channel, str(purpose), campaign, when)
 
 
+def _normalise_address(kind: str, raw: str) -> str:
+    if kind == "phone":
+        return normalise_phone(raw, "from")[0]
+    return normalise_email(raw, "from")
+
+
 def _check_ref(ref: ContactRef) -> None:
     if not (ref.external_id or ref.contact_id):
         raise InvalidRequestError("contact", "is required (external_id or contact_id)")
@@ -515,13 +682,13 @@ def _check_ref(ref: ContactRef) -> None:
 def _check_location(zone: str, region: str) -> None:
     """Refuse a time zone or region the resolver would not accept later."""
     checks = (("time_zone", zone, None), ("region", None, region))
-    for field, time_zone, where in checks:
+    for name, time_zone, where in checks:
         if not (time_zone or where):
             continue
         try:
             timezones.resolve_zones(time_zone=time_zone, region=where, phone_e164=None)
         except ValueError as exc:
-            raise InvalidRequestError(field, str(exc)) from exc
+            raise InvalidRequestError(name, str(exc)) from exc
 
 
 def _address(snap: ContactSnapshot, kind: str) -> str | None:

@@ -401,6 +401,12 @@ class Store:
                 yield _to_record(row)
             last = rows[-1].seq
 
+    def audit_record(self, seq: int) -> audit.AuditRecord | None:
+        """One audit record by sequence number, if it exists."""
+        with self._sessions.begin() as session:
+            row = session.get(models.AuditRow, seq)
+            return None if row is None else _to_record(row)
+
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) the store records as the chain's last record."""
         with self._sessions.begin() as session:
