@@ -102,16 +102,22 @@ def statuses(entries: Sequence[ConsentEntry], now: datetime) -> dict[str, str]:
 def confirmation_due(
     entries: Iterable[ConsentEntry], channel: str, confirmed_at: datetime | None
 ) -> bool:
-    """True when the latest opt-out covering `channel` awaits its one
-    confirmation: the provider did not already confirm it, and no
-    confirmation was sent on the channel since (field case CO-03)."""
-    revocations = [e for e in entries if not e.granted and e.channel in (channel, ALL)]
-    if not revocations:
+    """True when an opt-out covering `channel` awaits its one confirmation.
+
+    The opt-out is the first revocation since the last grant on the channel:
+    repeating STOP does not start a new one. It is due when the provider did
+    not confirm it and no confirmation was sent on the channel since it
+    (field case CO-03).
+    """
+    covering = sorted(
+        (e for e in entries if e.channel in (channel, ALL)),
+        key=lambda e: (e.recorded_at, e.id),
+    )
+    grants = [i for i, e in enumerate(covering) if e.granted]
+    since = covering[grants[-1] + 1 :] if grants else covering
+    if not since or any(e.provider_confirmed for e in since):
         return False
-    latest = max(revocations, key=lambda e: (e.recorded_at, e.id))
-    if latest.provider_confirmed:
-        return False
-    return confirmed_at is None or confirmed_at < latest.recorded_at
+    return confirmed_at is None or confirmed_at < since[0].recorded_at
 
 
 def default_expiry(legal_basis: str, granted_at: datetime) -> datetime | None:

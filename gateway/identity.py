@@ -25,9 +25,11 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PERSONAL = re.compile(
     r"[^@\s]@[^@\s]+\.[^@\s]"  # an e-mail address
     r"|\+\d(?:[\s().-]{0,2}\d){6,14}"  # an international number: +1 212 ...
-    r"|(?<!\d)\(?\d{3}\)?[\s.-]{0,2}\d{3}[\s.-]?\d{4}(?!\d)"  # (212) 555-0199
-    r"|\d{10,}"  # a bare run of ten or more digits
+    r"|(?<![0-9A-Za-z])\(?\d{3}\)?[\s.-]{0,2}\d{3}[\s.-]?\d{4}(?![0-9A-Za-z])"
+    r"|(?<![0-9A-Za-z])\d{10,}(?![0-9A-Za-z])"  # a bare run of ten or more digits
 )
+# Digits inside a longer token of letters and digits (a hash, an id such as
+# ct_5f0e1234567890ab) are not read as a phone number.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TEXT = 200
 MAX_ATTRIBUTES_JSON = 16_384
