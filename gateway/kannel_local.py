@@ -8,9 +8,10 @@ reply from a phone (`LocalKannel.inject_mo`), which smsbox forwards to the MO
 callback URL it was given. Every socket of Kannel and of this module is bound
 to or connects to 127.0.0.1 only. Processes are stopped by their own PIDs.
 
-Kannel's own log files under ``<folder>/logs`` are diagnostics of a test
-run; this module's log lines carry ports, PIDs and counts, never a number or
-a text.
+Kannel logs warnings and errors only (``<folder>/logs``): at its info level
+it writes every number and text it handles. Kannel's errors may still name a
+callback URL, which holds a number; the folder belongs to a test run. This
+module's own log lines carry ports, PIDs and counts, never a number or text.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ smsbox-port = {p["box"]}
 smsbox-interface = {HOST}
 box-allow-ip = "{HOST}"
 log-file = "{logs / "bearerbox.log"}"
-log-level = 1
+log-level = 2
 dlr-storage = internal
 
 group = smsc
@@ -240,7 +241,7 @@ bearerbox-port = {p["box"]}
 sendsms-port = {p["sendsms"]}
 sendsms-interface = {HOST}
 log-file = "{logs / "smsbox.log"}"
-log-level = 1
+log-level = 2
 http-request-retry = 2
 http-queue-delay = 1
 
