@@ -96,7 +96,12 @@ def _seq_reason(seq: int, position: int, prev_seq: int) -> str:
 def _recompute(record: AuditRecord, position: int) -> str:
     try:
         return record_hash(
-            record.seq, record.recorded_at, record.kind, record.body, record.prev_hash
+            record.seq,
+            record.recorded_at,
+            record.kind,
+            record.body,
+            record.prev_hash,
+            record.salt,
         )
     except CanonicalizationError as exc:
         raise ChainBrokenError(

@@ -4,8 +4,15 @@ Invariants of a record made by `make_record`:
 
 - ``seq`` counts from 1 with no gap, and ``prev_hash`` is the previous record's
   ``hash`` (`GENESIS_HASH` for record 1);
-- ``hash`` is `record_hash` of the other five fields, so editing any field of
+- ``hash`` is `record_hash` of the other fields, so editing any field of
   any record, or moving it, breaks the chain from that record on;
+- ``salt`` is 32 random bytes in hex, hashed with the record. The record is
+  also a leaf of the log's Merkle tree, and an inclusion proof for one record
+  shows the hashes of others; the salt makes those hashes unguessable, so a
+  proof reveals nothing about any other record (a low-entropy body such as
+  ``{"decision": "deny"}`` cannot be confirmed by hashing guesses). A record
+  with salt "" (made before salts existed) hashes and exports exactly as
+  before: the ``salt`` member is then left out.
 - ``body`` is a plain copy of canonical JSON holding no phone number or e-mail
   address (see `audit._privacy`).
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +44,9 @@ a checkpoint), and its version number keeps a future record format apart.
 """
 
 _FIELDS: Final = ("seq", "recorded_at", "kind", "body", "prev_hash", "hash")
+_OPTIONAL_FIELDS: Final = ("salt",)
+SALT_BYTES: Final = 32
+"""Random bytes in a record's salt (written as 64 hex digits)."""
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _TIMESTAMP = re.compile(
@@ -51,7 +62,8 @@ class AuditRecord:
     ``recorded_at`` is an RFC 3339 UTC timestamp such as
     ``2026-12-04T15:00:00.123456Z``; ``kind`` is a lower-case word such as
     ``decision``, ``delivery``, ``consent`` or ``event``; ``prev_hash`` and
-    ``hash`` are lower-case hex SHA-256 digests.
+    ``hash`` are lower-case hex SHA-256 digests; ``salt`` is 64 lower-case
+    hex digits, or "" for a record made before salts existed.
     """
 
     seq: int
@@ -60,10 +72,18 @@ class AuditRecord:
     body: Mapping[str, Any]
     prev_hash: str
     hash: str
+    salt: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the record as a JSON object (``body`` is not copied)."""
-        return {name: getattr(self, name) for name in _FIELDS}
+        """Return the record as a JSON object (``body`` is not copied).
+
+        ``salt`` is included only when it is not "", so unsalted records
+        export byte for byte as they did before salts existed.
+        """
+        data = {name: getattr(self, name) for name in _FIELDS}
+        if self.salt:
+            data["salt"] = self.salt
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
@@ -83,31 +103,50 @@ class AuditRecord:
         _check_body(data["body"])
         for name in ("prev_hash", "hash"):
             _check_format(_is_hash(data[name]), name, "64 lower-case hex digits")
-        return cls(**{name: data[name] for name in _FIELDS})
+        salt = data.get("salt", "")
+        _check_format(
+            salt == "" or _is_hash(salt), "salt", "64 lower-case hex digits or absent"
+        )
+        return cls(**{name: data[name] for name in _FIELDS}, salt=salt)
 
 
 def record_hash(
-    seq: int, recorded_at: str, kind: str, body: Mapping[str, Any], prev_hash: str
+    seq: int,
+    recorded_at: str,
+    kind: str,
+    body: Mapping[str, Any],
+    prev_hash: str,
+    salt: str = "",
 ) -> str:
     """Return the hex SHA-256 of `RECORD_HASH_PREFIX` + the record's canonical JSON.
 
-    Raises `CanonicalizationError` if ``body`` is not canonical JSON.
+    The ``salt`` member is hashed only when not "", so records made before
+    salts existed keep their hashes. Raises `CanonicalizationError` if
+    ``body`` is not canonical JSON.
     """
-    fields = {
+    fields: dict[str, Any] = {
         "seq": seq,
         "recorded_at": recorded_at,
         "kind": kind,
         "body": body,
         "prev_hash": prev_hash,
     }
+    if salt:
+        fields["salt"] = salt
     return hashlib.sha256(RECORD_HASH_PREFIX + canonical_json(fields)).hexdigest()
 
 
 def make_record(
-    prev: AuditRecord | None, kind: str, body: Mapping[str, Any], recorded_at: str
+    prev: AuditRecord | None,
+    kind: str,
+    body: Mapping[str, Any],
+    recorded_at: str,
+    salt: str | None = None,
 ) -> AuditRecord:
     """Return the record that follows ``prev`` (or the first record, if None).
 
+    ``salt`` defaults to 32 fresh random bytes in hex; pass "" only to build
+    an unsalted record as older versions did.
     Raises `PersonalDataError` if the body holds a phone number or e-mail
     address, `CanonicalizationError` if it is not canonical JSON, and
     `ValueError`/`TypeError` for a malformed ``kind``, timestamp or body type.
@@ -117,8 +156,12 @@ def make_record(
     plain_body = json.loads(canonical_json_at(body, "body"))
     seq = 1 if prev is None else prev.seq + 1
     prev_hash = GENESIS_HASH if prev is None else prev.hash
-    digest = record_hash(seq, recorded_at, kind, plain_body, prev_hash)
-    return AuditRecord(seq, recorded_at, kind, plain_body, prev_hash, digest)
+    if salt is None:
+        salt = secrets.token_hex(SALT_BYTES)
+    elif salt and not _is_hash(salt):
+        raise ValueError(f"salt must be 64 lower-case hex digits or '': {salt!r}")
+    digest = record_hash(seq, recorded_at, kind, plain_body, prev_hash, salt)
+    return AuditRecord(seq, recorded_at, kind, plain_body, prev_hash, digest, salt)
 
 
 def _check_arguments(kind: str, body: Mapping[str, Any], recorded_at: str) -> None:
@@ -137,11 +180,11 @@ def _check_field_names(data: Mapping[str, Any]) -> None:
     missing = [name for name in _FIELDS if name not in data]
     if missing:
         raise AuditFormatError(f"record lacks field(s) {', '.join(missing)}")
-    extra = [name for name in data if name not in _FIELDS]
+    extra = [name for name in data if name not in _FIELDS + _OPTIONAL_FIELDS]
     if extra:
         raise AuditFormatError(
             f"record has {len(extra)} unexpected field(s); expected only "
-            f"{', '.join(_FIELDS)}"
+            f"{', '.join(_FIELDS)} (and optionally salt)"
         )
 
 

@@ -62,3 +62,19 @@ class ChainBrokenError(AuditError):
         self.reason = reason
         self.position = position
         super().__init__(f"audit record {seq}: {reason}")
+
+
+class ProofError(AuditError):
+    """A Merkle inclusion or consistency proof does not verify (RFC 9162 2.1.3)."""
+
+
+class SignatureError(AuditError):
+    """A signed note is malformed, or carries no valid signature by a trusted key."""
+
+
+class KeyFormatError(AuditError):
+    """A signer or verifier key text is not in the C2SP signed-note key format."""
+
+
+class CheckpointError(AuditError):
+    """A checkpoint is malformed, or a new head is inconsistent with a signed one."""

@@ -149,6 +149,7 @@ class AuditRow(Base):
     body: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    salt: Mapped[str] = mapped_column(String(64), default="")
 
 
 class AuditHead(Base):

@@ -649,6 +649,7 @@ def _append_audit(
             body=audit.canonical_json(dict(record.body)).decode("utf-8"),
             prev_hash=record.prev_hash,
             hash=record.hash,
+            salt=record.salt,
         )
     )
     head.seq, head.hash = record.seq, record.hash
@@ -670,6 +671,7 @@ def _to_record(row: models.AuditRow) -> audit.AuditRecord:
         body=body,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        salt=row.salt,
     )
 
 

@@ -32,7 +32,12 @@ ChainFactory = Callable[[int], list[AuditRecord]]
 def rehash(record: AuditRecord) -> AuditRecord:
     """Return ``record`` with its hash recomputed, as a careful forger would."""
     digest = record_hash(
-        record.seq, record.recorded_at, record.kind, record.body, record.prev_hash
+        record.seq,
+        record.recorded_at,
+        record.kind,
+        record.body,
+        record.prev_hash,
+        record.salt,
     )
     return dataclasses.replace(record, hash=digest)
 
@@ -66,7 +71,9 @@ def test_make_record_links_to_its_predecessor() -> None:
 
     assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
     assert (second.seq, second.prev_hash) == (2, first.hash)
-    assert second.hash == record_hash(2, NOW, "delivery", second.body, first.hash)
+    assert second.hash == record_hash(
+        2, NOW, "delivery", second.body, first.hash, second.salt
+    )
 
 
 def test_make_record_keeps_a_copy_of_the_body() -> None:
