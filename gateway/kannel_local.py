@@ -16,6 +16,7 @@ module's own log lines carry ports, PIDs and counts, never a number or text.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import socket
@@ -161,6 +162,8 @@ class LocalKannel:
             if proc is not None:
                 _terminate(name, proc)
         for sock in self._sockets.values():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader thread
             sock.close()
         self._sockets = {}
         for thread in self._threads:
