@@ -45,6 +45,8 @@ class Settings:
     unsafe_client_clock: bool = False
     # where providers call back (MO, DLR); handed to plugins as callback_url
     callback_url: str = ""
+    # plugin settings given in code (the demo), over TOLLGATE_PLUGIN_* ones
+    plugin_overrides: dict[str, str] = field(default_factory=dict)
     cel_runtime: str = field(
         default_factory=lambda: os.environ.get("TOLLGATE_CEL_RUNTIME", "interpreted")
     )
@@ -63,6 +65,7 @@ class Settings:
         values["data_dir"] = str(self.data_dir.resolve())
         values["outbox_channels"] = self.outbox_channels
         values["callback_url"] = self.callback_url
+        values.update(self.plugin_overrides)
         if os.environ.get("TOLLGATE_OUTBOX"):
             values["outbox_path"] = os.environ["TOLLGATE_OUTBOX"]
         return values

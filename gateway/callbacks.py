@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from audit import AuditError
-from gateway.errors import TollgateError
+from gateway.errors import InvalidRequestError, TollgateError
 from gateway.hookspecs import DeliveryReport
 from gateway.service import Gateway, InboundInput
 
@@ -74,6 +75,7 @@ class CallbackServer:
                         sender=event.sender,
                         text=event.text,
                         provider_message_id=event.provider_message_id,
+                        received_at=_instant(event.received_at),
                     )
                 )
         except (TollgateError, AuditError) as exc:
@@ -83,6 +85,17 @@ class CallbackServer:
             log.exception("callback %s/%s failed", channel, kind)
             return 500
         return 200
+
+
+def _instant(text: str) -> datetime | None:
+    """A provider's ISO 8601 time; a time without offset is taken as UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequestError("received_at", "is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -15,6 +15,7 @@ Phone numbers are synthetic: the fictional 555-01XX lines of US area codes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
@@ -33,12 +34,16 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 import audit
 from gateway.app import Settings, build_gateway
+from gateway.callbacks import CallbackServer
+from gateway.kannel_local import LocalKannel
 from gateway.server import build_server
-from gateway.store import Store
+from gateway.service import Gateway
+from gateway.store import ContactRef, Store
 from tollgate.v1 import gateway_pb2 as pb
 from tollgate.v1 import gateway_pb2_grpc as pb_grpc
 
 CAMPAIGN = "term-deposit-2026-12"
+SHORT_CODE = "12345"
 BODY = (
     "Grow your savings: our 12-month term deposit pays 3.1% a year. "
     "Reply YES to hear more. Reply STOP to opt out."
@@ -167,6 +172,12 @@ class Summary:
     forwarded: int = 0
     outbox_lines: int = 0
     outbox_path: str = ""
+    channel: str = ""
+    allowed_ids: set[str] = field(default_factory=set)
+    sent_via_kannel: int = 0
+    inbound: dict[str, int] = field(default_factory=dict)
+    delivery_reports: dict[str, int] = field(default_factory=dict)
+    opted_out_everywhere: int = 0
     chain_ok: bool = False
     chain_text: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -186,6 +197,11 @@ class Summary:
             "errors": self.errors,
             "forwarded": self.forwarded,
             "outbox_lines": self.outbox_lines,
+            "channel": self.channel,
+            "sent_via_kannel": self.sent_via_kannel,
+            "inbound": self.inbound,
+            "delivery_reports": self.delivery_reports,
+            "opted_out_everywhere": self.opted_out_everywhere,
             "chain_ok": self.chain_ok,
             "seconds": self.seconds,
         }
@@ -197,19 +213,63 @@ def run(
     at: datetime,
     limit: int = 0,
     csv_path: Path | None = None,
+    use_kannel: bool | None = None,
 ) -> Summary:
-    """Run the whole demo; see the module docstring."""
+    """Run the whole demo; see the module docstring.
+
+    SMS goes through a real Kannel (bearerbox and smsbox on loopback, with its
+    fake SMSC) when Kannel is installed, else to the outbox file; the summary
+    says which. `use_kannel` forces one or the other.
+    """
     customers = load_customers(csv_path or default_csv(), limit)
     _fresh(data_dir)
-    settings = Settings(
-        data_dir=data_dir, outbox_channels="sms", unsafe_client_clock=True
-    )
-    settings.database_url = ""
-    gateway = build_gateway(settings)
+    kannel_wanted = LocalKannel.available() if use_kannel is None else use_kannel
+    with contextlib.ExitStack() as stack:
+        callbacks = CallbackServer()
+        stack.callback(callbacks.stop)
+        settings = Settings(
+            data_dir=data_dir,
+            outbox_channels="" if kannel_wanted else "sms",
+            unsafe_client_clock=True,
+            callback_url=callbacks.url,
+        )
+        kannel = None
+        if kannel_wanted:
+            kannel = stack.enter_context(
+                LocalKannel(data_dir / "kannel", f"{callbacks.url}/sms/mo")
+            )
+            settings.plugin_overrides = {
+                "kannel_sendsms_url": kannel.sendsms_url,
+                "kannel_username": kannel.username,
+                "kannel_password": kannel.password,
+                "kannel_from": SHORT_CODE,
+            }
+        gateway = build_gateway(settings)
+        stack.callback(gateway.store.close)
+        callbacks.attach(gateway)
+        callbacks.start()
+        summary = _route(gateway, customers, at, settings, kannel)
+    summary_path = data_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
+    return summary
+
+
+def _route(
+    gateway: Gateway,
+    customers: Sequence[Customer],
+    at: datetime,
+    settings: Settings,
+    kannel: LocalKannel | None,
+) -> Summary:
     server, port = build_server(gateway, "127.0.0.1:0")
     server.start()
     summary = Summary(
         at, len(customers), port, settings.store_url(), gateway.bundle.hash
+    )
+    summary.channel = (
+        "Kannel 1.4.5 (bearerbox and smsbox on 127.0.0.1, fake SMSC)"
+        if kannel
+        else "the outbox file (Kannel is not installed)"
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -220,15 +280,62 @@ def run(
             started = time.perf_counter()
             _campaign(stub, customers, at, summary)
             summary.seconds["campaign"] = time.perf_counter() - started
+            if kannel is not None:
+                _replies(kannel, gateway, customers, summary)
     finally:
         server.stop(grace=2).wait()
     summary.stages = Counter(c.stage for c in customers)
-    _check_outbox(data_dir / "outbox.jsonl", summary)
+    _check_outbox(settings.data_dir / "outbox.jsonl", summary)
     _verify(gateway.store, summary)
-    gateway.store.close()
-    summary_path = data_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
     return summary
+
+
+def _replies(
+    kannel: LocalKannel,
+    gateway: Gateway,
+    customers: Sequence[Customer],
+    summary: Summary,
+) -> None:
+    """Through Kannel: wait for what was sent, then a few customers reply STOP
+    (and one HELP) from their phones; the replies come back through Kannel's
+    MO callback, the gateway opts them out everywhere and confirms once."""
+    kannel.wait_for_mt(summary.forwarded, timeout=60)
+    reached = [c for c in customers if c.external_id in summary.allowed_ids][:4]
+    for customer, text in zip(reached, ("STOP", "STOP", "STOP", "help"), strict=False):
+        kannel.inject_mo(customer.phone, SHORT_CODE, text)
+    expected = summary.forwarded + len(reached)
+    summary.sent_via_kannel = len(kannel.wait_for_mt(expected, timeout=30))
+    _wait_for_records(gateway, len(reached), expected)
+    records = list(gateway.store.audit_records())
+    summary.inbound = _count(r.body["intent"] for r in records if r.kind == "inbound")
+    summary.delivery_reports = _count(
+        r.body["status"] for r in records if r.kind == "delivery_report"
+    )
+    summary.opted_out_everywhere = sum(
+        _opted_out_everywhere(gateway, c) for c in reached[:3]
+    )
+
+
+def _wait_for_records(gateway: Gateway, replies: int, reports: int) -> None:
+    """Bounded wait for Kannel's callbacks (replies, delivery reports)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kinds = Counter(r.kind for r in gateway.store.audit_records())
+        if kinds["inbound"] >= replies and kinds["delivery_report"] >= reports:
+            return
+        time.sleep(0.2)
+
+
+def _count(values: Iterator[Any]) -> dict[str, int]:
+    return dict(Counter(str(v) for v in values))
+
+
+def _opted_out_everywhere(gateway: Gateway, customer: Customer) -> bool:
+    ref = ContactRef(external_id=customer.external_id)
+    return all(
+        gateway.consent_evidence(ref, channel, "marketing")["status"] == "revoked"
+        for channel in ("sms", "email", "voice")
+    )
 
 
 def _fresh(data_dir: Path) -> None:
@@ -353,6 +460,7 @@ def _tally(response: pb.SendResponse, summary: Summary) -> None:
             )
     if response.delivery.status == pb.FORWARDED:
         summary.forwarded += 1
+        summary.allowed_ids.add(response.request_id)
 
 
 def _check_outbox(path: Path, summary: Summary) -> None:
@@ -413,12 +521,24 @@ def _report_lines(s: Summary) -> Iterator[str]:
         yield f"  {rule:<40} {count:>6}  {when}"
     yield ""
     yield "What left the gateway"
-    yield (
-        f"  forwarded to the sms channel: {s.forwarded}; "
-        f"lines in {s.outbox_path}: {s.outbox_lines}"
-    )
-    if s.outbox_lines != s.forwarded or s.outbox_lines != s.outcomes["ALLOW"]:
-        yield "  WARNING: the outbox does not match the allowed messages"
+    yield f"  SMS went through {s.channel}"
+    yield f"  forwarded: {s.forwarded}"
+    if s.sent_via_kannel:
+        yield (
+            f"  messages Kannel's SMSC received: {s.sent_via_kannel} (the campaign, "
+            "then the answers to the replies below)"
+        )
+        reports = ", ".join(f"{k} {v}" for k, v in sorted(s.delivery_reports.items()))
+        yield f"  delivery reports, recorded against their decisions: {reports}"
+        replies = ", ".join(f"{k} {v}" for k, v in sorted(s.inbound.items()))
+        yield f"  replies from customers' phones through Kannel: {replies or 'none'}"
+        yield (
+            f"  opted out on every channel at once after STOP: {s.opted_out_everywhere}"
+        )
+    else:
+        yield f"  lines in {s.outbox_path}: {s.outbox_lines}"
+        if s.outbox_lines != s.forwarded or s.outbox_lines != s.outcomes["ALLOW"]:
+            yield "  WARNING: the outbox does not match the allowed messages"
     yield ""
     yield f"Audit chain: {s.chain_text}"
     yield (

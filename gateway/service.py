@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import consent, lifecycle, timezones
+import sqlalchemy
+
+from gateway import consent, lifecycle, models, timezones
 from gateway.channels import ChannelRegistry
 from gateway.errors import (
     ConsentConflictError,
@@ -509,6 +511,14 @@ class Gateway:
         program information. Auto-replies and other text change nothing.
         """
         check_text(reply.channel, "channel", required=True, limit=40)
+        check_text(reply.provider_message_id, "provider_message_id", required=False)
+        seen_key = (
+            f"inbound/{reply.channel}/{reply.provider_message_id}"
+            if reply.provider_message_id
+            else ""
+        )
+        if seen_key and (seen := self.store.replayed(seen_key)) is not None:
+            return {**seen[1], "replayed": True}  # a provider's retry: answered once
         kind = self.channels.address_kind(reply.channel)
         sender = _normalise_address(kind, reply.sender)
         found = classify(
@@ -542,7 +552,27 @@ class Gateway:
         )  # fmt: skip
         if ref is not None:
             answer["reply"] = self._act_on(reply, ref, found.intent, when)
+        if seen_key:
+            self._remember(seen_key, answer)
         return answer
+
+    def _remember(self, key: str, answer: Mapping[str, Any]) -> None:
+        """Keep the answer to a provider's reply id, to answer its retries."""
+
+        def add(session: Any) -> None:
+            session.add(
+                models.DecisionRow(
+                    idempotency_key=key,
+                    request_digest="inbound",
+                    response=dict(answer),
+                    created_at=self._clock(),
+                )
+            )
+
+        try:
+            self.store.transaction(add)
+        except sqlalchemy.exc.IntegrityError:
+            log.info("a provider retried a reply while it was being handled")
 
     def _act_on(
         self, reply: InboundInput, ref: ContactRef, intent: Intent, when: datetime

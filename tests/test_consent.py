@@ -464,3 +464,17 @@ def test_erase_removes_personal_data_and_keeps_the_chain_verifiable(
     assert last.kind == "erasure" and last.body["contact_id"] == contact_id
     after = _send(gateway, ContactRef(contact_id=contact_id), "k2")
     assert _outcome(after) == "DENY"
+
+
+def test_a_provider_retrying_a_reply_is_answered_once(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gateway = make_gateway()
+    ref = add_contact(gateway)
+    first = _reply(gateway, "STOP", provider_message_id="kannel-abc")
+    retry = _reply(gateway, "STOP", provider_message_id="kannel-abc")
+    inbound = [r for r in gateway.store.audit_records() if r.kind == "inbound"]
+    ledger = gateway.consent_evidence(ref, "sms", "marketing")["ledger"]
+    assert retry["replayed"] and retry["audit_seq"] == first["audit_seq"]
+    assert len(inbound) == 1 and len(ledger) == 2  # the grant and one opt-out
+    assert len(_outbox(tmp_path)) == 1
