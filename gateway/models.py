@@ -160,3 +160,17 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class CheckpointRow(Base):
+    """One signed checkpoint of the audit log (a C2SP signed note)."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_size", "size"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hex: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_name: Mapped[str] = mapped_column(String(200))

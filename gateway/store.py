@@ -116,6 +116,18 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored: its size, root, note and signing key."""
+
+    id: int
+    size: int
+    root_hex: str
+    note: str
+    signed_at: datetime
+    key_name: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What a decision callback hands back to `Store.decide`."""
 
@@ -417,6 +429,69 @@ class Store:
                 )
             return head.seq, head.hash
 
+    def leaf_hashes(self, upto: int | None = None) -> Iterator[bytes]:
+        """The RFC 6962 leaf hash of each record up to seq `upto` (all if None),
+        in seq order, streaming (see `audit.record_leaf`)."""
+        for record in self.audit_records():
+            if upto is not None and record.seq > upto:
+                return
+            yield audit.leaf_hash(audit.record_leaf(record))
+
+    def contact_audit_records(self, contact_id: str) -> Iterator[audit.AuditRecord]:
+        """The audit records whose body's ``contact_id`` is `contact_id`, by seq.
+
+        Streams: the database narrows the rows by a text match on the
+        canonical body, and each row is then checked exactly.
+        """
+        needle = f'"contact_id":{json.dumps(contact_id)}'
+        last = 0
+        while True:
+            with self._sessions.begin() as session:
+                rows = session.scalars(
+                    sa.select(models.AuditRow)
+                    .where(
+                        models.AuditRow.seq > last,
+                        models.AuditRow.body.contains(needle, autoescape=True),
+                    )
+                    .order_by(models.AuditRow.seq)
+                    .limit(1000)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                record = _to_record(row)
+                if record.body.get("contact_id") == contact_id:
+                    yield record
+            last = rows[-1].seq
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The stored checkpoint of the largest size (the newest of equals)."""
+        with self._sessions.begin() as session:
+            row = session.scalars(
+                sa.select(models.CheckpointRow)
+                .order_by(
+                    models.CheckpointRow.size.desc(), models.CheckpointRow.id.desc()
+                )
+                .limit(1)
+            ).first()
+            return None if row is None else _to_checkpoint(row)
+
+    def save_checkpoint(
+        self, size: int, root_hex: str, note: str, key_name: str, signed_at: datetime
+    ) -> StoredCheckpoint:
+        """Store one signed checkpoint and return it with its id."""
+        with self._sessions.begin() as session:
+            row = models.CheckpointRow(
+                size=size,
+                root_hex=root_hex,
+                note=note,
+                key_name=key_name,
+                signed_at=signed_at,
+            )
+            session.add(row)
+            session.flush()
+            return _to_checkpoint(row)
+
     def counts(self) -> Mapping[str, int]:
         """Row counts per table, for summaries and tests."""
         tables = ("contacts", "consents", "events", "sends", "decisions")
@@ -672,6 +747,17 @@ def _to_record(row: models.AuditRow) -> audit.AuditRecord:
         prev_hash=row.prev_hash,
         hash=row.hash,
         salt=row.salt,
+    )
+
+
+def _to_checkpoint(row: models.CheckpointRow) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        id=row.id,
+        size=row.size,
+        root_hex=row.root_hex,
+        note=row.note,
+        signed_at=row.signed_at,
+        key_name=row.key_name,
     )
 
 

@@ -75,10 +75,34 @@ def test_figures_that_follow_from_the_data_set(demo_run: tuple) -> None:
     assert 0 < denied["suppression.do-not-contact"] <= defaulted
 
 
-def test_the_outbox_holds_exactly_the_allowed_messages(demo_run: tuple) -> None:
-    summary, data_dir, _ = demo_run
-    lines = (data_dir / "outbox.jsonl").read_text().splitlines()
-    sent = [json.loads(line) for line in lines]
+def test_sms_went_through_a_real_kannel_and_replies_came_back(demo_run: tuple) -> None:
+    summary, _, output = demo_run
+    allowed = summary["outcomes"]["ALLOW"]
+    assert summary["channel"].startswith("Kannel"), "run scripts/ensure-kannel"
+    assert summary["forwarded"] == allowed > 0
+    # the campaign, three opt-out confirmations and one answer to HELP
+    assert summary["sent_via_kannel"] == allowed + 4
+    assert summary["inbound"] == {"opt_out": 3, "help": 1}
+    assert summary["opted_out_everywhere"] == 3
+    assert summary["delivery_reports"]["delivered"] == allowed + 4
+    assert "SMS went through Kannel" in output
+
+
+def test_without_kannel_the_outbox_holds_exactly_the_allowed_messages(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--at", AT, "--limit", "300",
+         "--outbox", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    sent = [
+        json.loads(line)
+        for line in (tmp_path / "outbox.jsonl").read_text().splitlines()
+    ]
+    assert summary["channel"].startswith("the outbox file")
     assert len(sent) == summary["outcomes"]["ALLOW"] == summary["forwarded"] > 0
     assert len({m["to"] for m in sent}) == len(sent)  # nobody messaged twice
     assert all(m["to"].startswith("+1") and m["channel"] == "sms" for m in sent)
