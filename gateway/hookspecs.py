@@ -10,7 +10,7 @@ Built-in channels (``plugins/``) use exactly these hooks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pluggy
@@ -21,16 +21,21 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "AudienceChange",
+    "AudienceMember",
+    "AudienceSyncResult",
     "DeliveryReport",
     "DeliveryResult",
     "InboundReply",
     "OutboundMessage",
     "hookimpl",
     "hookspec",
+    "tollgate_audience_platforms",
     "tollgate_channels",
     "tollgate_configure",
     "tollgate_deliver",
     "tollgate_parse_callback",
+    "tollgate_sync_audience",
 ]
 
 
@@ -137,4 +142,60 @@ def tollgate_parse_callback(
     :param query: the request's query parameters (first value of each).
     :return: an `InboundReply`, a `DeliveryReport`, or None when the channel is
         not yours. Raise ``ValueError`` for a malformed callback.
+    """
+
+
+@dataclass(frozen=True)
+class AudienceMember:
+    """One contact to add to or remove from an ad audience.
+
+    `email` and `phone_e164` are personal data, given only so the plugin can
+    normalise and hash them exactly as its platform requires; they must never
+    be logged or sent unhashed. `contact_id` is the pseudonymous id to report
+    failures against.
+    """
+
+    contact_id: str
+    email: str | None = None
+    phone_e164: str | None = None
+
+
+@dataclass(frozen=True)
+class AudienceChange:
+    """The difference to apply to one platform audience."""
+
+    platform: str
+    audience_id: str
+    add: Sequence[AudienceMember] = ()
+    remove: Sequence[AudienceMember] = ()
+    sync_id: str = ""  # stable for a retry of the same sync
+
+
+@dataclass(frozen=True)
+class AudienceSyncResult:
+    """What the platform accepted.
+
+    `failed` maps a contact_id to a short reason without personal data; an
+    `error` means the whole change was refused (nothing applied).
+    """
+
+    added: int = 0
+    removed: int = 0
+    failed: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+@hookspec
+def tollgate_audience_platforms() -> Sequence[str]:
+    """Name the ad platforms this plugin syncs audiences to, e.g. ``"meta"``."""
+
+
+@hookspec(firstresult=True)
+def tollgate_sync_audience(change: AudienceChange) -> AudienceSyncResult | None:
+    """Apply one audience change on the plugin's platform.
+
+    :param change: members to add and to remove, decided by the policies.
+    :return: an `AudienceSyncResult`, or None when the platform is not this
+        plugin's. Batching, rate limits and retries within the platform's rules
+        are the plugin's job; raising counts as the whole change failing.
     """

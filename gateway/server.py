@@ -44,6 +44,7 @@ _PURPOSES = {
     pb.PURPOSE_REMINDER: "reminder",
     pb.PURPOSE_TRANSACTIONAL: "transactional",
     pb.PURPOSE_OPT_OUT_CONFIRMATION: "opt_out_confirmation",
+    pb.PURPOSE_ADVERTISING: "advertising",
 }
 _STAGES = {
     pb.STAGE_NEW: "new",

@@ -36,9 +36,10 @@ from gateway.identity import (
     refuse_personal_data,
 )
 from gateway.inbound import Intent, classify
-from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate
+from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate, tier_of
 from gateway.policy._context import PURPOSES
 from gateway.policy._engine import SendRecord
+from gateway.policy._tiers import NO_TIER
 from gateway.reload import BundleHolder
 from gateway.store import (
     ContactFields,
@@ -271,7 +272,7 @@ class Gateway:
     def _decide(
         self, bundle: Bundle, snap: ContactSnapshot, request: SendInput, now: datetime
     ) -> tuple[Decision, dict[str, Any]]:
-        given = self._input(snap, request, now)
+        given = self._input(bundle, snap, request, now)
         decision = evaluate(bundle, given)
         kind = self.channels.address_kind(request.channel)
         if _address(snap, kind) is None:
@@ -288,7 +289,7 @@ class Gateway:
         return decision, context
 
     def _input(
-        self, snap: ContactSnapshot, request: SendInput, now: datetime
+        self, bundle: Bundle, snap: ContactSnapshot, request: SendInput, now: datetime
     ) -> DecisionInput:
         zones = timezones.resolve_zones(
             time_zone=snap.time_zone, region=snap.region, phone_e164=snap.phone_e164
@@ -301,7 +302,6 @@ class Gateway:
         contact = {
             "id": snap.contact_id,
             "stage": snap.stage,
-            "tier": snap.tier or "",
             "do_not_contact": snap.do_not_contact,
             "sms_capable": snap.sms_capable,
             "attributes": dict(snap.attributes),
@@ -310,6 +310,8 @@ class Gateway:
             "regions": list(zones.regions),
             "consent": consents,
         }
+        tier = tier_of(bundle, contact, now)
+        contact.update(tier.context() if tier else NO_TIER)
         message = {
             "channel": request.channel,
             "purpose": request.purpose,

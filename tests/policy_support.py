@@ -34,6 +34,8 @@ def contact(**changes: Any) -> dict[str, Any]:
         "id": "ct_0001",
         "stage": "engaged",
         "tier": "",
+        "tier_roles": {},
+        "tier_caps": {},
         "do_not_contact": False,
         "sms_capable": True,
         "attributes": {},

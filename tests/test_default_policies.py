@@ -863,6 +863,24 @@ def test_kinds_of_consent_and_the_single_confirmation(
     assert_decision(decision, outcome, rules)
 
 
+ROLE = "tiers.channel-role"
+PIPELINE = {
+    "stage": "in_pipeline",
+    "tier": "in-pipeline",
+    "tier_roles": {"sms": ["reminder", "transactional", "opt_out_confirmation"]},
+}
+
+
+def test_a_promotional_text_to_the_pipeline_tier_is_refused_by_its_role() -> None:
+    decision = decide(BUNDLE, to=contact(**PIPELINE))
+    assert_decision(decision, "DENY", ["suppression.in-pipeline", *_expects(ROLE)])
+
+
+def test_a_reminder_to_the_pipeline_tier_is_allowed() -> None:
+    decision = decide(BUNDLE, to=contact(**PIPELINE), msg=message(purpose="reminder"))
+    assert_decision(decision, "ALLOW", [])
+
+
 def test_every_rule_of_the_bundle_is_exercised() -> None:
     shipped = {rule.id for policy in BUNDLE.policies for rule in policy.rules}
     shipped |= {cap.id for policy in BUNDLE.policies for cap in policy.caps}

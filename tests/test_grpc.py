@@ -217,7 +217,10 @@ def test_record_event_moves_the_stage_and_suppression_follows(grpc_stub: Live) -
     )
     response = stub.Send(_request())
     assert event.stage == pb.STAGE_CONVERTED
-    assert [r.rule_id for r in response.decision.reasons] == ["suppression.converted"]
+    assert [r.rule_id for r in response.decision.reasons] == [
+        "suppression.converted",
+        "tiers.channel-role",  # customers get no promotional SMS in their tier
+    ]
 
 
 def test_health_and_reflection_are_served(grpc_stub: Live) -> None:

@@ -419,7 +419,11 @@ def test_bundle_hash_is_stable(tmp_path: Path) -> None:
     [
         pytest.param(lambda raw: raw + b"\n", id="one-byte-appended"),
         pytest.param(
-            lambda raw: raw.replace(b"description: >", b"description: |", 1),
+            lambda raw: (
+                raw.replace(b"description: >", b"description: |", 1)
+                if b"description: >" in raw
+                else raw.replace(b"objective: >", b"objective: |", 1)
+            ),
             id="one-byte-changed",
         ),
     ],

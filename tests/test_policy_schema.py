@@ -17,7 +17,9 @@ from gateway.policy import _bundle
 SCHEMA = json.loads(
     (Path(__file__).resolve().parent.parent / "docs" / "policy.schema.json").read_text()
 )
-POLICY_FILES = sorted(Path(default_policies()).glob("*.yaml"))
+POLICY_FILES = sorted(
+    p for p in Path(default_policies()).glob("*.yaml") if p.name != "tiers.yaml"
+)
 
 
 def _json_ready(value: Any) -> Any:

@@ -56,7 +56,7 @@ def test_check_explains_every_policy_variable_and_deferral(grpc_stub: Live) -> N
     assert response.decision.outcome == pb.DEFER
     assert set(policies) == {
         "channel-capability", "consent", "frequency-caps", "holidays",
-        "opt-out-confirmation", "quiet-hours", "suppression",
+        "opt-out-confirmation", "quiet-hours", "suppression", "tier-roles",
     }  # fmt: skip
     assert quiet.status == "applied"
     assert dict(quiet.variables["window"]) == {
@@ -87,6 +87,7 @@ def test_warn_mode_allows_and_reports_shadow_mode_only_audits(
         "match: 'message.purpose",
         "mode: shadow\nmatch: 'message.purpose",
     )
+    (folder / "tier-roles.yaml").unlink()  # customers' tier takes promo SMS away
     gateway = make_gateway(policies=folder)
     ref = add_contact(gateway, consent=False, stage="converted")
     response = gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", "k1", at=AT))

@@ -16,11 +16,13 @@ from gateway.policy._engine import (
     RuleTrace,
     SendRecord,
     evaluate,
+    tier_of,
 )
 from gateway.policy._explain import explain_lines
 from gateway.policy._replay import ReplayReport, replay
 from gateway.policy._runtime import RUNTIMES
 from gateway.policy._testing import TestReport, run_tests
+from gateway.policy._tiers import Tier
 
 __all__ = [
     "RUNTIMES",
@@ -38,6 +40,7 @@ __all__ = [
     "RuleTrace",
     "SendRecord",
     "TestReport",
+    "Tier",
     "diff_bundles",
     "evaluate",
     "explain_lines",
@@ -46,4 +49,5 @@ __all__ = [
     "read_input",
     "replay",
     "run_tests",
+    "tier_of",
 ]

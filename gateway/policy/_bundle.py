@@ -38,6 +38,7 @@ from gateway.errors import PolicyError
 from gateway.policy import _context, _typecheck
 from gateway.policy._functions import HOST_FUNCTIONS
 from gateway.policy._runtime import CELParseError, CelRuntime, Program, runtime
+from gateway.policy._tiers import TIERS_FILE, Tier, read_tiers
 from gateway.policy._yaml import Located, position
 from gateway.policy._yaml import load as load_yaml
 
@@ -133,6 +134,7 @@ class Bundle:
     source: str
     runtime: str = "interpreted"
     data: Mapping[str, Any] = field(default_factory=dict)
+    tiers: tuple[Tier, ...] = ()
 
     @property
     def history_window(self) -> timedelta:
@@ -169,12 +171,20 @@ def load_bundle(folder: str | Path, runtime_name: str = "interpreted") -> Bundle
     }
 
     cel = runtime(runtime_name)
+    tiers: tuple[Tier, ...] = ()
+    if TIERS_FILE in {p.name for p in policy_files}:
+        path = root / TIERS_FILE
+        tiers = read_tiers(
+            _Reader(TIERS_FILE, cel, data), _parse(TIERS_FILE, raw[path])
+        )
     policies = tuple(
-        _Reader(p.name, cel, data).policy(_parse(p.name, raw[p])) for p in policy_files
+        _Reader(p.name, cel, data).policy(_parse(p.name, raw[p]))
+        for p in policy_files
+        if p.name != TIERS_FILE
     )
 
     _refuse_duplicate_ids(policies)
-    return Bundle(policies, digest.hexdigest(), str(root), cel.name, data)
+    return Bundle(policies, digest.hexdigest(), str(root), cel.name, data, tiers)
 
 
 def _list_files(root: Path) -> tuple[list[Path], list[Path]]:

@@ -41,6 +41,8 @@ CONTACT_DEFAULTS: Mapping[str, Any] = {
     "id": "ct_test",
     "stage": "new",
     "tier": "",
+    "tier_roles": {},
+    "tier_caps": {},
     "do_not_contact": False,
     "sms_capable": True,
     "attributes": {},

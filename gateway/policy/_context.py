@@ -28,7 +28,13 @@ from gateway.policy._typecheck import (
 )
 
 # The purposes a message may have (the gRPC contract's Purpose enum).
-PURPOSES = ("marketing", "reminder", "transactional", "opt_out_confirmation")
+PURPOSES = (
+    "marketing",
+    "reminder",
+    "transactional",
+    "opt_out_confirmation",
+    "advertising",  # membership of an ad audience (SyncAudience)
+)
 
 # Past sends are kept in the policy context for at least this long, so that
 # `sends_in(duration)` can look back a week even when no cap needs it.
@@ -40,6 +46,8 @@ CONTACT = record(
         "id": STRING,
         "stage": STRING,
         "tier": STRING,
+        "tier_roles": map_of(STRING, list_of(STRING)),
+        "tier_caps": map_of(STRING, INT),
         "do_not_contact": BOOL,
         "sms_capable": BOOL,
         "attributes": map_of(STRING, DYN),

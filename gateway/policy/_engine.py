@@ -34,6 +34,7 @@ from celpy.evaluation import CELEvalError
 
 from gateway.policy._bundle import Bundle, Cap, Expr, Policy, Rule
 from gateway.policy._functions import CURRENT_NOW, CURRENT_SENDS
+from gateway.policy._tiers import NO_TIER, Tier
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,27 @@ def evaluate(bundle: Bundle, given: DecisionInput) -> Decision:
             reasons.extend(_policy_reasons(policy, activation, given, trace))
             traces.append(trace)
     return _combine(reasons, bundle.hash, tuple(traces))
+
+
+def tier_of(bundle: Bundle, contact: Mapping[str, Any], now: datetime) -> Tier | None:
+    """The first tier of the bundle whose condition holds for `contact`.
+
+    Tier conditions read the contact (and `now`, `data`). A condition that
+    cannot be evaluated puts the contact in no tier, which keeps it out of
+    every tier's audiences; the error is logged.
+    """
+    if not bundle.tiers:
+        return None
+    given = DecisionInput(now=now, contact={**contact, **NO_TIER}, message={})
+    activation = _activation(bundle, given)
+    for tier in bundle.tiers:
+        try:
+            if _boolean(tier.when, activation):
+                return tier
+        except _RuleError as exc:
+            log.warning("tier %s could not be evaluated: %s", tier.id, exc)
+            return None
+    return None
 
 
 @contextmanager

@@ -1,0 +1,396 @@
+"""Loopback stand-ins for Meta's Custom Audience users edge and Google's
+Data Manager API audienceMembers methods.
+
+Each mock binds 127.0.0.1:0, checks requests against the documented shapes
+(schema, 64-hex digests, at most 10,000 rows or members, upload sessions,
+destinations, encoding, consent), answers 400 like the platform when a check
+fails, and keeps what it accepted: audience id -> set of digests. Scripted
+faults: 429s with Retry-After, rows to reject, "audience too small" on
+removal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_ROWS = 10_000
+META_SCHEMA = ["EMAIL_SHA256", "PHONE_SHA256"]
+CONSENT_VALUES = {"CONSENT_GRANTED", "CONSENT_DENIED"}
+
+
+class MockRejectError(Exception):
+    """A request the mock refuses, with the HTTP status and JSON body to send."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(json.dumps(body))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class _MockState:
+    token: str
+    audiences: dict[str, set[str]] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    rate_limited: int = 0  # answer this many next requests with 429
+    retry_after: str = "1"
+    reject: set[str] = field(default_factory=set)  # digests to refuse
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# -- Meta ------------------------------------------------------------------
+
+
+@dataclass
+class MetaMock(_MockState):
+    too_small_on_delete: bool = False
+    sessions: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        match = re.fullmatch(r"/(v\d+\.\d+)/([^/]+)/users", path)
+        if method not in ("POST", "DELETE") or match is None:
+            raise MockRejectError(404, _meta_error("Unknown path or method", 803))
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        if form.get("access_token") != self.token:
+            raise MockRejectError(400, _meta_error("Invalid OAuth access token", 190))
+        payload = json.loads(form.get("payload", "null"))
+        session = json.loads(form.get("session", "null"))
+        rows = _meta_rows(payload)
+        _check_session(session)
+        audience_id = match.group(2)
+        with self.lock:
+            self.requests.append(
+                {
+                    "method": method,
+                    "audience": audience_id,
+                    "rows": len(rows),
+                    "session": session,
+                }
+            )
+            if self.rate_limited:
+                self.rate_limited -= 1
+                raise MockRejectError(
+                    429, _meta_error("User request limit reached", 17)
+                )
+            self._check_sequence(session)
+            if method == "DELETE" and self.too_small_on_delete:
+                raise MockRejectError(
+                    400,
+                    _meta_error(
+                        "Audience Size too low: You cannot remove users from this "
+                        "audience because it will result in a low audience size.",
+                        100,
+                        title="Audience Size too low",
+                    ),
+                )
+            invalid = [row for row in rows if self.reject & set(row)]
+            stored = self.audiences.setdefault(audience_id, set())
+            for row in rows:
+                if row in invalid:
+                    continue
+                digests = {value for value in row if value}
+                if method == "POST":
+                    stored |= digests
+                else:
+                    stored -= digests
+        samples = [value for row in invalid for value in row if value in self.reject]
+        return 200, {
+            "audience_id": audience_id,
+            "session_id": session["session_id"],
+            "num_received": len(rows),
+            "num_invalid_entries": len(invalid),
+            "invalid_entry_samples": samples,
+        }
+
+    def _check_sequence(self, session: dict[str, Any]) -> None:
+        seen = self.sessions.setdefault(session["session_id"], [])
+        if seen and seen[-1]["last_batch_flag"]:
+            raise MockRejectError(400, _meta_error("Session already finished", 100))
+        if session["batch_seq"] != len(seen) + 1:
+            raise MockRejectError(400, _meta_error("batch_seq out of order", 100))
+        seen.append(session)
+
+
+def _meta_error(message: str, code: int, title: str = "") -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
+    if title:
+        error["error_user_title"] = title
+    return {"error": error}
+
+
+def _meta_rows(payload: Any) -> list[tuple[str, ...]]:
+    if not isinstance(payload, dict) or payload.get("schema") != META_SCHEMA:
+        raise MockRejectError(400, _meta_error("Data does not match schema", 100))
+    data = payload.get("data")
+    if not isinstance(data, list) or not data:
+        raise MockRejectError(400, _meta_error("Data is missing", 100))
+    if len(data) > MAX_ROWS:
+        raise MockRejectError(400, _meta_error("Too many rows in one request", 100))
+    rows = []
+    for row in data:
+        if not (isinstance(row, list) and len(row) == len(META_SCHEMA)):
+            raise MockRejectError(400, _meta_error("Row does not match schema", 100))
+        if any(value and not HEX64.fullmatch(value) for value in row):
+            raise MockRejectError(400, _meta_error("Value is not a SHA-256 hex", 100))
+        rows.append(tuple(row))
+    return rows
+
+
+def _check_session(session: Any) -> None:
+    fields = {
+        "session_id": int,
+        "batch_seq": int,
+        "last_batch_flag": bool,
+        "estimated_num_total": int,
+    }
+    if not isinstance(session, dict) or any(
+        not isinstance(session.get(name), kind) for name, kind in fields.items()
+    ):
+        raise MockRejectError(400, _meta_error("session is malformed", 100))
+
+
+# -- Google ----------------------------------------------------------------
+
+
+@dataclass
+class GoogleMock(_MockState):
+    operating_account: str = ""
+    require_consent: bool = False
+    daily_quota_once: bool = False
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        operation = {
+            "/v1/audienceMembers:ingest": "ingest",
+            "/v1/audienceMembers:remove": "remove",
+        }.get(path)
+        if method != "POST" or operation is None:
+            raise MockRejectError(404, _google_error(404, "NOT_FOUND", []))
+        request = json.loads(body)
+        allowed = {
+            "destinations",
+            "audienceMembers",
+            "validateOnly",
+            "encoding",
+            "encryptionInfo",
+        } | ({"consent", "termsOfService"} if operation == "ingest" else set())
+        if set(request) - allowed:
+            raise MockRejectError(400, _google_error(400, "INVALID_ARGUMENT", []))
+        audience_id = self._destination(request)
+        members = self._members(request)
+        if operation == "ingest" and self.require_consent:
+            consent = request.get("consent", {})
+            if {consent.get("adUserData"), consent.get("adPersonalization")} - (
+                CONSENT_VALUES
+            ):
+                raise MockRejectError(
+                    400,
+                    _google_error(
+                        400,
+                        "INVALID_ARGUMENT",
+                        [{"field": "consent", "reason": "REQUIRED_FIELD_MISSING"}],
+                    ),
+                )
+        with self.lock:
+            self.requests.append(
+                {
+                    "operation": operation,
+                    "audience": audience_id,
+                    "members": len(members),
+                    "consent": request.get("consent"),
+                }
+            )
+            if self.rate_limited or self.daily_quota_once:
+                limit = (
+                    "IngestionMutateRequestsPerDayPerProject"
+                    if self.daily_quota_once
+                    else "IngestionMutateRequestsPerMinutePerProject"
+                )
+                self.rate_limited = max(0, self.rate_limited - 1)
+                self.daily_quota_once = False
+                raise MockRejectError(
+                    429, _google_error(429, "RESOURCE_EXHAUSTED", [], quota_limit=limit)
+                )
+            bad = [
+                {
+                    "field": f"audience_members.audience_members[{index}]",
+                    "reason": "INVALID_SHA256_FORMAT",
+                }
+                for index, digests in enumerate(members)
+                if digests & self.reject
+            ]
+            if bad:  # fast-fail: nothing in the request is applied
+                raise MockRejectError(400, _google_error(400, "INVALID_ARGUMENT", bad))
+            stored = self.audiences.setdefault(audience_id, set())
+            for digests in members:
+                if operation == "ingest":
+                    stored |= digests
+                else:
+                    stored -= digests
+        return 200, {"requestId": str(uuid.uuid4())}
+
+    def _destination(self, request: dict[str, Any]) -> str:
+        destinations = request.get("destinations")
+        if not isinstance(destinations, list) or len(destinations) != 1:
+            raise MockRejectError(400, _google_error(400, "INVALID_DESTINATION", []))
+        destination = destinations[0]
+        account = destination.get("operatingAccount", {})
+        if account != {
+            "accountType": "GOOGLE_ADS",
+            "accountId": self.operating_account,
+        }:
+            raise MockRejectError(400, _google_error(400, "INVALID_DESTINATION", []))
+        audience_id = destination.get("productDestinationId")
+        if not isinstance(audience_id, str) or not audience_id:
+            raise MockRejectError(400, _google_error(400, "INVALID_DESTINATION", []))
+        return audience_id
+
+    def _members(self, request: dict[str, Any]) -> list[set[str]]:
+        if request.get("encoding") != "HEX":
+            raise MockRejectError(
+                400,
+                _google_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    [{"field": "encoding", "reason": "REQUIRED_FIELD_MISSING"}],
+                ),
+            )
+        members = request.get("audienceMembers")
+        if not isinstance(members, list) or not members:
+            raise MockRejectError(400, _google_error(400, "REQUIRED_FIELD_MISSING", []))
+        if len(members) > MAX_ROWS:
+            raise MockRejectError(
+                400,
+                _google_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    [
+                        {
+                            "field": "audience_members",
+                            "reason": "TOO_MANY_AUDIENCE_MEMBERS",
+                        }
+                    ],
+                ),
+            )
+        found = []
+        for index, member in enumerate(members):
+            identifiers = member.get("userData", {}).get("userIdentifiers")
+            problem = {
+                "field": f"audience_members.audience_members[{index}]",
+                "reason": "INVALID_AUDIENCE_MEMBER",
+            }
+            if not isinstance(identifiers, list) or not 1 <= len(identifiers) <= 10:
+                raise MockRejectError(
+                    400, _google_error(400, "INVALID_ARGUMENT", [problem])
+                )
+            digests = set()
+            for identifier in identifiers:
+                if len(identifier) != 1 or not set(identifier) <= {
+                    "emailAddress",
+                    "phoneNumber",
+                }:
+                    raise MockRejectError(
+                        400, _google_error(400, "INVALID_ARGUMENT", [problem])
+                    )
+                value = next(iter(identifier.values()))
+                if not HEX64.fullmatch(value):
+                    problem["reason"] = "INVALID_SHA256_FORMAT"
+                    raise MockRejectError(
+                        400, _google_error(400, "INVALID_ARGUMENT", [problem])
+                    )
+                digests.add(value)
+            found.append(digests)
+        return found
+
+
+def _google_error(
+    code: int, status: str, violations: list[dict[str, str]], quota_limit: str = ""
+) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": status,
+        "domain": "datamanager.googleapis.com",
+    }
+    if quota_limit:
+        info["metadata"] = {"quota_limit": quota_limit}
+    details: list[dict[str, Any]] = [info]
+    if violations:
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": violations,
+            }
+        )
+    return {
+        "error": {
+            "code": code,
+            "message": "There was a problem with the request.",
+            "status": status,
+            "details": details,
+        }
+    }
+
+
+# -- the server ------------------------------------------------------------
+
+
+def _handler(mock: MetaMock | GoogleMock) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            path = urlsplit(self.path).path
+            headers: dict[str, str] = {}
+            try:
+                if isinstance(mock, GoogleMock) and (
+                    self.headers.get("Authorization") != f"Bearer {mock.token}"
+                ):
+                    raise MockRejectError(
+                        401, _google_error(401, "UNAUTHENTICATED", [])
+                    )
+                status, answer = mock.handle(self.command, path, body)
+            except MockRejectError as exc:
+                status, answer = exc.status, exc.body
+                if status == 429:
+                    headers["Retry-After"] = mock.retry_after
+            except (ValueError, KeyError, TypeError, AttributeError):
+                status, answer = 400, {"error": {"message": "malformed request"}}
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = _serve
+        do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output quiet
+
+    return Handler
+
+
+@contextmanager
+def serve(mock: MetaMock | GoogleMock) -> Iterator[str]:
+    """Run `mock` on 127.0.0.1 (a free port) and yield its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(mock))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
