@@ -27,6 +27,7 @@ from gateway.service import Gateway, InboundInput
 log = logging.getLogger(__name__)
 
 PREFIX = "/callbacks/"
+MAX_BODY = 64_000
 
 
 class CallbackServer:
@@ -110,7 +111,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(self.owner.handle(parts.path, query))
 
     def do_POST(self) -> None:
-        length = min(int(self.headers.get("Content-Length") or 0), 64_000)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            self._answer(400 if length < 0 else 413)
+            return
         body = self.rfile.read(length).decode("utf-8", "replace")
         parts = urlsplit(self.path)
         fields = parse_qs(parts.query, keep_blank_values=True)
@@ -118,6 +126,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(
             self.owner.handle(parts.path, {k: v[0] for k, v in fields.items()})
         )
+
+    def do_PUT(self) -> None:
+        self._answer(405)
+
+    do_DELETE = do_PATCH = do_PUT
 
     def _answer(self, status: int) -> None:
         self.send_response(status)

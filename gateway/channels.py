@@ -16,6 +16,8 @@ import pluggy
 from gateway import hookspecs
 from gateway.errors import PluginError, UnknownChannelError
 from gateway.hookspecs import (
+    AudienceChange,
+    AudienceSyncResult,
     DeliveryReport,
     DeliveryResult,
     InboundReply,
@@ -112,6 +114,35 @@ class ChannelRegistry:
         if not isinstance(event, InboundReply | DeliveryReport):
             raise PluginError(f"no plugin understood the callback {channel!r}/{kind!r}")
         return event
+
+    def audience_platforms(self) -> list[str]:
+        """Every ad platform some plugin syncs audiences to."""
+        names: list[str] = []
+        for found in self._pm.hook.tollgate_audience_platforms():
+            names.extend(str(n) for n in found or ())
+        return sorted(set(names))
+
+    def sync_audience(self, change: AudienceChange) -> AudienceSyncResult:
+        """Hand an audience change to its platform's plugin; never raises for
+        a plugin's fault (it becomes the result's error)."""
+        if change.platform not in self.audience_platforms():
+            known = ", ".join(self.audience_platforms()) or "none"
+            raise UnknownChannelError(
+                f"no plugin syncs audiences to {change.platform!r} (known: {known})"
+            )
+        try:
+            result = self._pm.hook.tollgate_sync_audience(change=change)
+        except Exception as exc:  # a plugin's fault is a failed sync
+            log.warning(
+                "audience plugin for %s raised %s", change.platform, type(exc).__name__
+            )
+            return AudienceSyncResult(error=f"plugin raised {type(exc).__name__}")
+        if not isinstance(result, AudienceSyncResult):
+            return AudienceSyncResult(
+                error=f"plugin for {change.platform!r} answered "
+                f"{type(result).__name__}, expected AudienceSyncResult"
+            )
+        return result
 
 
 def _checked(channel: str, result: object) -> DeliveryResult:

@@ -66,7 +66,7 @@ class LocalKannel:
     ) -> None:
         if not mo_url.startswith(f"http://{HOST}:"):
             raise ValueError(f"mo_url must be an http://{HOST}: URL, got {mo_url!r}")
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # Kannel runs with cwd=folder
         self.mo_url = mo_url
         self.sender = sender
         self.ready_timeout = ready_timeout

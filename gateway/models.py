@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -174,3 +175,21 @@ class CheckpointRow(Base):
     note: Mapped[str] = mapped_column(Text)
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_name: Mapped[str] = mapped_column(String(200))
+
+
+class AudienceMemberRow(Base):
+    """A contact in a platform audience, as last synced (see SyncAudience)."""
+
+    __tablename__ = "audience_members"
+    __table_args__ = (
+        UniqueConstraint(
+            "platform", "audience_id", "contact_pk", name="uq_audience_member"
+        ),
+        Index("ix_audience_members_contact", "contact_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(40))
+    audience_id: Mapped[str] = mapped_column(String(200))
+    contact_pk: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -78,6 +78,7 @@ class BundleHolder:
                 log.error("policy bundle NOT reloaded, still serving %s: %s",
                           self._bundle.hash[:12], exc)  # fmt: skip
                 return False
+            self._last_error, self._last_error_at = "", None
             if bundle.hash != self._bundle.hash:
                 log.warning("policy bundle reloaded: %s -> %s",
                             self._bundle.hash[:12], bundle.hash[:12])  # fmt: skip
@@ -103,14 +104,27 @@ class BundleHolder:
     def watch(
         self, stop: threading.Event, wake: threading.Event, interval: float
     ) -> None:
-        """Reload when the files change or `wake` is set, until `stop` is set."""
+        """Reload when `wake` is set (SIGHUP), or when the files changed and
+        then stayed unchanged for a whole interval (so a file caught half
+        written is never loaded), until `stop` is set."""
+        pending: tuple[tuple[str, int, int], ...] | None = None
         while not stop.is_set():
             woken = wake.wait(interval)
             wake.clear()
             if stop.is_set():
                 return
-            if woken or self.changed_on_disk():
+            if woken:
                 self.reload()
+                pending = None
+                continue
+            now = self._fingerprint()
+            if now == self._seen:
+                pending = None
+            elif now == pending:  # changed, then settled for one interval
+                self.reload()
+                pending = None
+            else:
+                pending = now
 
     def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         files = sorted(self.folder.rglob("*.y*ml"))

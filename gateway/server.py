@@ -150,6 +150,34 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
         return _guarded(context, work)
 
+    def SyncAudience(
+        self, request: pb.SyncAudienceRequest, context: grpc.ServicerContext
+    ) -> pb.SyncAudienceResponse:
+        from gateway.audiences import AudienceSync
+
+        def work() -> pb.SyncAudienceResponse:
+            report = AudienceSync(self.gateway).sync(
+                request.platform,
+                tier_id=request.tier,
+                audience_id=request.audience_id,
+                members=[_ref(m) for m in request.members],
+                sync_id=request.sync_id,
+            )
+            return pb.SyncAudienceResponse(
+                platform=report.platform,
+                audience_id=report.audience_id,
+                considered=report.considered,
+                added=report.added,
+                removed=report.removed,
+                unchanged=report.unchanged,
+                excluded_by_rule=dict(report.excluded_by_rule),
+                failed=report.failed,
+                error=report.error,
+                audit_seq=report.audit_seq,
+            )
+
+        return _guarded(context, work)
+
     def GetConsent(
         self, request: pb.GetConsentRequest, context: grpc.ServicerContext
     ) -> pb.GetConsentResponse:
@@ -276,7 +304,10 @@ def _time(message: Any, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidRequestError(field, "is not a valid timestamp") from exc
 
 
 def _send_input(request: pb.SendRequest) -> SendInput:

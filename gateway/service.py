@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy
@@ -57,6 +57,7 @@ MAX_NAME = 200
 NO_ADDRESS_RULE = "gateway.no-address"
 IMPORT_SOURCE = "import"
 DELIVERY_REPORT_STATUSES = ("delivered", "failed", "accepted", "buffered")
+CLOCK_SKEW = timedelta(minutes=5)
 # Seconds after which a retry re-delivers an allowed message whose delivery
 # outcome was never recorded (see Gateway._replay).
 REDELIVER_AFTER = 60.0
@@ -291,13 +292,38 @@ class Gateway:
     def _input(
         self, bundle: Bundle, snap: ContactSnapshot, request: SendInput, now: datetime
     ) -> DecisionInput:
+        return self.decision_input(
+            bundle,
+            snap,
+            now,
+            channel=request.channel,
+            purpose=request.purpose,
+            campaign=request.campaign,
+            address_kind=self.channels.address_kind(request.channel),
+            body_length=len(request.body),
+        )
+
+    def decision_input(
+        self,
+        bundle: Bundle,
+        snap: ContactSnapshot,
+        now: datetime,
+        *,
+        channel: str,
+        purpose: str,
+        campaign: str,
+        address_kind: str,
+        body_length: int = 0,
+    ) -> DecisionInput:
+        """The PII-free policy context for one contact and one message (or
+        one audience membership, with address kind ``audience``)."""
         zones = timezones.resolve_zones(
             time_zone=snap.time_zone, region=snap.region, phone_e164=snap.phone_e164
         )
         consents = consent.statuses(snap.consents, now)
-        state = consent.effective(snap.consents, request.channel, request.purpose, now)
+        state = consent.effective(snap.consents, channel, purpose, now)
         due = consent.confirmation_due(
-            snap.consents, request.channel, snap.confirmations.get(request.channel)
+            snap.consents, channel, snap.confirmations.get(channel)
         )
         contact = {
             "id": snap.contact_id,
@@ -313,15 +339,15 @@ class Gateway:
         tier = tier_of(bundle, contact, now)
         contact.update(tier.context() if tier else NO_TIER)
         message = {
-            "channel": request.channel,
-            "purpose": request.purpose,
-            "campaign": request.campaign,
+            "channel": channel,
+            "purpose": purpose,
+            "campaign": campaign,
             "consent": state.status,
             "consent_basis": state.basis,
             "consent_entry": state.entry.id if state.entry else 0,
             "opt_out_confirmation_due": due,
-            "address_kind": self.channels.address_kind(request.channel),
-            "body_length": len(request.body),
+            "address_kind": address_kind,
+            "body_length": body_length,
         }
         sends = [SendRecord(s.at, s.channel, s.purpose) for s in snap.sends]
         return DecisionInput(now=now, contact=contact, message=message, sends=sends)
@@ -437,7 +463,7 @@ class Gateway:
             raise InvalidRequestError(
                 "disclosure_text", "is longer than 20000 characters"
             )
-        when = self._clock() if at is None else at.astimezone(UTC)
+        when = self._not_future(at, "at") or self._clock()
         entry = {
             "channel": channel,
             "purpose": purpose,
@@ -468,16 +494,8 @@ class Gateway:
             }
 
         def guard(snap: ContactSnapshot) -> None:
-            if source != IMPORT_SOURCE or not granted:
-                return
-            current = consent.effective(snap.consents, channel, purpose, when)
-            if current.status == "revoked" and current.entry is not None:
-                raise ConsentConflictError(
-                    f"{channel}:{purpose} consent was revoked on "
-                    f"{current.entry.recorded_at:%Y-%m-%d} (source "
-                    f"{current.entry.source}); an import cannot grant it again, "
-                    "only a new consent from the contact can"
-                )
+            if granted and _is_import(source):
+                _refuse_regrant(snap, channel, purpose, when)
 
         contact_id, seq, _ = self.store.record_consent(ref, entry, body, guard)
         return contact_id, seq
@@ -526,13 +544,15 @@ class Gateway:
         found = classify(
             reply.text[:5000], headers=reply.headers, subject=reply.subject
         )
-        when = reply.received_at.astimezone(UTC) if reply.received_at else self._clock()
-        ref = self.store.find_by_address(kind, sender)
-        contact_id = ref.contact_id if ref else ""
+        now = self._clock()
+        when = self._not_future(reply.received_at, "received_at") or now
+        refs = self.store.find_by_address(kind, sender)
+        ids = [r.contact_id for r in refs]
         seq = self.store.append_audit(
             "inbound",
             {
-                "contact_id": contact_id,
+                "contact_id": ids[0] if ids else "",
+                "contact_ids": ids,
                 "channel": reply.channel,
                 "intent": str(found.intent),
                 "keyword": found.keyword,
@@ -544,19 +564,30 @@ class Gateway:
             "intent": str(found.intent),
             "keyword": found.keyword,
             "rule": found.rule,
-            "contact_id": contact_id,
+            "contact_id": ids[0] if ids else "",
             "audit_seq": seq,
             "reply": None,
         }
         log.info(
-            "inbound channel=%s contact=%s intent=%s audit_seq=%d",
-            reply.channel, contact_id or "-", found.intent, seq,
+            "inbound channel=%s contacts=%s intent=%s audit_seq=%d",
+            reply.channel, ",".join(ids) or "-", found.intent, seq,
         )  # fmt: skip
-        if ref is not None:
-            answer["reply"] = self._act_on(reply, ref, found.intent, when)
+        if refs:
+            answer["reply"] = self._act_on(reply, refs, found.intent, seq)
         if seen_key:
             self._remember(seen_key, answer)
         return answer
+
+    def _not_future(self, moment: datetime | None, field_name: str) -> datetime | None:
+        """Refuse a caller's time in the future: consent is ordered by time,
+        so a future-dated entry would outrank every later one. (With the
+        unsafe client clock the caller owns the clock, and this is not checked.)"""
+        if moment is None:
+            return None
+        moment = moment.astimezone(UTC)
+        if not self.unsafe_client_clock and moment > self._clock() + CLOCK_SKEW:
+            raise InvalidRequestError(field_name, "is in the future")
+        return moment
 
     def _remember(self, key: str, answer: Mapping[str, Any]) -> None:
         """Keep the answer to a provider's reply id, to answer its retries."""
@@ -577,50 +608,53 @@ class Gateway:
             log.info("a provider retried a reply while it was being handled")
 
     def _act_on(
-        self, reply: InboundInput, ref: ContactRef, intent: Intent, when: datetime
+        self, reply: InboundInput, refs: list[ContactRef], intent: Intent, seq: int
     ) -> dict[str, Any] | None:
+        """Act for every contact holding the address; answer the address once.
+        Consent changes are recorded at processing time, never at a time the
+        provider or caller gave, so a reply cannot be ordered before a grant
+        it answers."""
         if intent is Intent.OPT_OUT:
-            self.record_consent(
-                ref, channel=consent.ALL, purpose=consent.ALL, granted=False,
-                source="keyword", at=when, provider_confirmed=reply.provider_confirmed,
-            )  # fmt: skip
+            for ref in refs:
+                contact_id, _ = self.record_consent(
+                    ref, channel=consent.ALL, purpose=consent.ALL, granted=False,
+                    source="keyword", provider_confirmed=reply.provider_confirmed,
+                )  # fmt: skip
+                self.suppress_audiences(contact_id)
             if reply.provider_confirmed:
                 return None
             return self._program_reply(
-                reply, ref, "opt_out_confirmation", self.program.opt_out_text
+                reply, refs[0], "opt_out_confirmation", self.program.opt_out_text, seq
             )
         if intent is Intent.OPT_IN:
-            self.record_consent(
-                ref, channel=reply.channel, purpose=consent.ALL, granted=True,
-                source="keyword", at=when, legal_basis="express_written",
-                disclosure_text=self.program.opt_in_disclosure,
-            )  # fmt: skip
+            for ref in refs:
+                self.record_consent(
+                    ref, channel=reply.channel, purpose=consent.ALL, granted=True,
+                    source="keyword", legal_basis="express_written",
+                    disclosure_text=self.program.opt_in_disclosure,
+                )  # fmt: skip
             return self._program_reply(
-                reply, ref, "transactional", self.program.opt_in_text
+                reply, refs[0], "transactional", self.program.opt_in_text, seq
             )
         if intent is Intent.HELP:
             return self._program_reply(
-                reply, ref, "transactional", self.program.help_text
+                reply, refs[0], "transactional", self.program.help_text, seq
             )
         return None
 
     def _program_reply(
-        self, reply: InboundInput, ref: ContactRef, purpose: str, body: str
+        self, reply: InboundInput, ref: ContactRef, purpose: str, body: str, seq: int
     ) -> dict[str, Any]:
-        """Answer a keyword through the ordinary path: decided and audited."""
-        key = (
-            reply.provider_message_id
-            or hashlib.sha256(
-                f"{reply.channel}|{ref.contact_id}|{reply.text}|{reply.received_at}".encode()
-            ).hexdigest()
-        )
+        """Answer a keyword through the ordinary path: decided and audited.
+        The key names the reply's audit record, not the provider's id (which
+        may be derived from the sender's number)."""
         request = SendInput(
             contact=ref,
             channel=reply.channel,
             purpose=purpose,
             campaign=f"keyword-{purpose}",
             body=body,
-            idempotency_key=f"reply/{reply.channel}/{key}"[:200],
+            idempotency_key=f"reply/{reply.channel}/{seq}",
             request_id=f"reply-{purpose}",
         )
         return self.send(request)
@@ -632,10 +666,18 @@ class Gateway:
                 "status", f"must be one of {', '.join(DELIVERY_REPORT_STATUSES)}"
             )
         check_text(report.detail, "detail", required=False)
+        if not 0 < report.audit_seq < 2**63:
+            raise InvalidRequestError("audit_seq", "is out of range")
         decision = self.store.audit_record(report.audit_seq)
-        if decision is None or decision.kind != "decision":
+        if (
+            decision is None
+            or decision.kind != "decision"
+            or decision.body.get("outcome") != "ALLOW"
+            or decision.body.get("channel") != channel
+        ):
             raise InvalidRequestError(
-                "audit_seq", f"{report.audit_seq} is not the audit record of a decision"
+                "audit_seq",
+                f"{report.audit_seq} is not a message allowed on channel {channel!r}",
             )
         return self.store.append_audit(
             "delivery_report",
@@ -673,9 +715,22 @@ class Gateway:
                 "occurred_at": when.isoformat(),
             }
 
-        return self.store.record_event(
+        contact_id, stage, seq = self.store.record_event(
             ref, entry, lambda stage: lifecycle.stage_after(stage, kind), body, touch
         )
+        self.suppress_audiences(contact_id)
+        return contact_id, stage, seq
+
+    def suppress_audiences(self, contact_id: str) -> int:
+        """Take the contact out of every ad audience it may no longer be in,
+        at once (a conversion, a pipeline entry, an opt-out ...). Returns how
+        many audiences it left."""
+        from gateway.audiences import AudienceSync  # built on this module
+
+        if not self.channels.audience_platforms():
+            return 0
+        reports = AudienceSync(self).suppress(contact_id, self._clock())
+        return sum(r.removed for r in reports)
 
 
 def _touch(
@@ -696,6 +751,31 @@ def _touch(
         )
     campaign = str(attributes.get("campaign", ""))[:MAX_NAME]
     return Reservation(channel, str(purpose), campaign, when)
+
+
+def _is_import(source: str) -> bool:
+    return "import" in source.strip().lower()
+
+
+def _refuse_regrant(
+    snap: ContactSnapshot, channel: str, purpose: str, when: datetime
+) -> None:
+    """Refuse an import that would re-grant any revoked pair it covers,
+    wildcards included (``*`` covers every channel or purpose)."""
+    channels = {e.channel for e in snap.consents} | {channel, "(any other)"}
+    purposes = {e.purpose for e in snap.consents} | {purpose, *PURPOSES}
+    for c in sorted(channels - {consent.ALL}):
+        for p in sorted(purposes - {consent.ALL}):
+            if channel not in (c, consent.ALL) or purpose not in (p, consent.ALL):
+                continue
+            current = consent.effective(snap.consents, c, p, when)
+            if current.status == "revoked" and current.entry is not None:
+                raise ConsentConflictError(
+                    f"{c}:{p} consent was revoked on "
+                    f"{current.entry.recorded_at:%Y-%m-%d} (source "
+                    f"{current.entry.source}); an import cannot grant it again, "
+                    "only a new consent from the contact can"
+                )
 
 
 def _normalise_address(kind: str, raw: str) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,17 +212,17 @@ class Store:
             session.flush()
             return row.contact_id, seq, consent.id
 
-    def find_by_address(self, kind: str, address: str) -> ContactRef | None:
-        """The contact whose phone (E.164) or e-mail is `address`, if one is."""
+    def find_by_address(self, kind: str, address: str) -> list[ContactRef]:
+        """Every contact whose phone (E.164) or e-mail is `address`: an
+        opt-out belongs to the address, whoever else holds it."""
         column = models.Contact.phone_e164 if kind == "phone" else models.Contact.email
         with self._sessions.begin() as session:
             found = session.scalars(
                 sa.select(models.Contact.contact_id)
                 .where(column == address, models.Contact.erased_at.is_(None))
                 .order_by(models.Contact.id)
-                .limit(1)
-            ).first()
-        return ContactRef(contact_id=found) if found else None
+            ).all()
+        return [ContactRef(contact_id=c) for c in found]
 
     def erase(self, ref: ContactRef, now: datetime) -> tuple[str, int]:
         """Remove a contact's personal data; keep the PII-free ledger and the
@@ -245,6 +245,91 @@ class Store:
                 {"contact_id": row.contact_id, "erased_at": now.isoformat()},
             )
             return row.contact_id, seq
+
+    def contact_ids(self) -> list[str]:
+        """Pseudonymous ids of every contact not erased, in creation order."""
+        with self._sessions.begin() as session:
+            return list(
+                session.scalars(
+                    sa.select(models.Contact.contact_id)
+                    .where(models.Contact.erased_at.is_(None))
+                    .order_by(models.Contact.id)
+                )
+            )
+
+    def audience_members(self, platform: str, audience_id: str) -> set[str]:
+        """Contact ids in a platform audience, as last synced."""
+        with self._sessions.begin() as session:
+            return set(
+                session.scalars(
+                    sa.select(models.Contact.contact_id)
+                    .join(
+                        models.AudienceMemberRow,
+                        models.AudienceMemberRow.contact_pk == models.Contact.id,
+                    )
+                    .where(
+                        models.AudienceMemberRow.platform == platform,
+                        models.AudienceMemberRow.audience_id == audience_id,
+                    )
+                )
+            )
+
+    def memberships(self, contact_id: str) -> list[tuple[str, str]]:
+        """The (platform, audience id) pairs a contact is in, as last synced."""
+        with self._sessions.begin() as session:
+            return [
+                (platform, audience)
+                for platform, audience in session.execute(
+                    sa.select(
+                        models.AudienceMemberRow.platform,
+                        models.AudienceMemberRow.audience_id,
+                    )
+                    .join(
+                        models.Contact,
+                        models.Contact.id == models.AudienceMemberRow.contact_pk,
+                    )
+                    .where(models.Contact.contact_id == contact_id)
+                    .order_by(models.AudienceMemberRow.id)
+                )
+            ]
+
+    def apply_audience(
+        self,
+        platform: str,
+        audience_id: str,
+        added: Iterable[str],
+        removed: Iterable[str],
+        body: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        """Record what the platform accepted, and the sync in the audit log."""
+        with self._sessions.begin() as session:
+            pks = dict(
+                session.execute(
+                    sa.select(models.Contact.contact_id, models.Contact.id).where(
+                        models.Contact.contact_id.in_([*added, *removed])
+                    )
+                ).all()
+            )
+            for contact_id in added:
+                session.add(
+                    models.AudienceMemberRow(
+                        platform=platform,
+                        audience_id=audience_id,
+                        contact_pk=pks[contact_id],
+                        added_at=now,
+                    )
+                )
+            gone = [pks[c] for c in removed if c in pks]
+            if gone:
+                session.execute(
+                    sa.delete(models.AudienceMemberRow).where(
+                        models.AudienceMemberRow.platform == platform,
+                        models.AudienceMemberRow.audience_id == audience_id,
+                        models.AudienceMemberRow.contact_pk.in_(gone),
+                    )
+                )
+            return _append_audit(session, "audience_sync", body)
 
     def audience_removals(self) -> list[str]:
         """Pseudonymous ids of contacts that must leave every ad audience."""
@@ -467,14 +552,9 @@ class Store:
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         """The stored checkpoint of the largest size (the newest of equals)."""
         with self._sessions.begin() as session:
-            row = session.scalars(
-                sa.select(models.CheckpointRow)
-                .order_by(
-                    models.CheckpointRow.size.desc(), models.CheckpointRow.id.desc()
-                )
-                .limit(1)
-            ).first()
-            return None if row is None else _to_checkpoint(row)
+            rows = session.scalars(sa.select(models.CheckpointRow)).all()
+            stored = [_to_checkpoint(row) for row in rows]
+        return max(stored, key=lambda c: (c.size, c.id), default=None)
 
     def save_checkpoint(
         self, size: int, root_hex: str, note: str, key_name: str, signed_at: datetime
@@ -751,10 +831,17 @@ def _to_record(row: models.AuditRow) -> audit.AuditRecord:
 
 
 def _to_checkpoint(row: models.CheckpointRow) -> StoredCheckpoint:
+    """Size and root come from the signed note itself, never from the
+    columns beside it, which anyone with write access could change."""
+    try:
+        signed = audit.read_unverified(row.note)
+        size, root_hex = signed.size, signed.root_hash.hex()
+    except audit.AuditError:
+        size, root_hex = -1, ""  # an unreadable note: verification will fail
     return StoredCheckpoint(
         id=row.id,
-        size=row.size,
-        root_hex=row.root_hex,
+        size=size,
+        root_hex=root_hex,
         note=row.note,
         signed_at=row.signed_at,
         key_name=row.key_name,

@@ -16,7 +16,13 @@ import audit
 from gateway.callbacks import CallbackServer
 from gateway.cli import main
 from gateway.errors import ConsentConflictError, InvalidRequestError
-from gateway.hookspecs import DeliveryReport, InboundReply, hookimpl
+from gateway.hookspecs import (
+    DeliveryReport,
+    DeliveryResult,
+    InboundReply,
+    OutboundMessage,
+    hookimpl,
+)
 from gateway.service import ContactInput, Gateway, InboundInput, SendInput
 from gateway.store import ContactRef
 from support import AT, NY_PHONE, GatewayFactory, add_contact
@@ -392,8 +398,10 @@ class _FakeProvider:
         return {"fake": "phone"}
 
     @hookimpl
-    def tollgate_deliver(self, message: object) -> None:
-        return None
+    def tollgate_deliver(self, message: OutboundMessage) -> DeliveryResult | None:
+        if message.channel != "fake":
+            return None
+        return DeliveryResult(provider_message_id=f"fake-{message.audit_seq}")
 
     @hookimpl
     def tollgate_parse_callback(
@@ -427,9 +435,12 @@ def test_provider_callbacks_reach_the_gateway_over_loopback_http(
         server.attach(gateway)
         server.start()
         ref = add_contact(gateway)
-        decision = _send(gateway, ref, "k1")["decision"]
-        seq = decision["audit_seq"]
+        sent = _send(gateway, ref, "k1", channel="fake", purpose="transactional")
+        sms = _send(gateway, ref, "k3")["decision"]["audit_seq"]
+        seq = sent["decision"]["audit_seq"]
         assert _get(f"{server.url}/fake/dlr?seq={seq}&ok=1") == 200
+        assert _get(f"{server.url}/fake/dlr?seq={sms}&ok=1") == 400  # another channel
+        assert _get(f"{server.url}/fake/dlr?seq=1&ok=1") == 400  # not a decision
         assert _get(f"{server.url}/fake/mo?from=%2B12125550123&text=STOP") == 200
         assert _get(f"{server.url}/fake/dlr?seq=999999&ok=1") == 400
         assert _get(f"{server.url}/fake/weird") == 400

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from gateway import service as service_module
 from gateway.cli import main
-from gateway.errors import InvalidRequestError, KeyReusedError
-from gateway.hookspecs import DeliveryResult, OutboundMessage, hookimpl
-from gateway.service import ContactInput, Gateway, SendInput
+from gateway.errors import ConsentConflictError, InvalidRequestError, KeyReusedError
+from gateway.hookspecs import DeliveryReport, DeliveryResult, OutboundMessage, hookimpl
+from gateway.service import ContactInput, Gateway, InboundInput, SendInput
 from gateway.store import ContactRef
 from support import AT, GatewayFactory, add_contact
 from tollgate.v1 import gateway_pb2 as pb
@@ -371,3 +371,104 @@ def test_demo_outbox_lines_are_plain_json(tmp_path: Path) -> None:
     assert again.provider_message_id == sent.provider_message_id
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["idempotency_key"] == "k"
+
+
+# --- found by the second round of breaking ------------------------------------
+
+
+def test_a_stop_opts_out_every_contact_holding_the_number(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = make_gateway()
+    first = add_contact(gateway, "dup1", phone="+12125550161")
+    second = add_contact(gateway, "dup2", phone="(212) 555-0161")
+    gateway.report_inbound(
+        InboundInput(channel="sms", sender="+12125550161", text="STOP")
+    )
+    for ref in (first, second):
+        assert gateway.consent_evidence(ref, "sms", "marketing")["status"] == "revoked"
+    assert gateway.store.counts()["sends"] == 1  # one confirmation for the number
+
+
+def test_a_future_dated_consent_is_refused(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway()
+    gateway.unsafe_client_clock = False
+    ref = add_contact(gateway, consent=False)
+    with pytest.raises(InvalidRequestError, match=r"^at: is in the future"):
+        gateway.record_consent(
+            ref, channel="sms", purpose="marketing", granted=True, source="web",
+            at=datetime.now(UTC) + timedelta(days=365),
+        )  # fmt: skip
+
+
+def test_a_backdated_stop_still_revokes(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway()
+    ref = add_contact(gateway)
+    gateway.report_inbound(
+        InboundInput(
+            channel="sms", sender="+12125550123", text="STOP",
+            received_at=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+    )  # fmt: skip
+    assert gateway.consent_evidence(ref, "sms", "marketing")["status"] == "revoked"
+
+
+@pytest.mark.parametrize(
+    ("channel", "purpose", "source"),
+    [
+        ("*", "marketing", "import"),
+        ("sms", "*", "import"),
+        ("*", "*", "import"),
+        ("sms", "marketing", "Import"),
+        ("sms", "marketing", "csv-import"),
+    ],
+    ids=["any-channel", "any-purpose", "everything", "capitalised", "named-import"],
+)
+def test_an_import_cannot_regrant_through_wildcards_or_spelling(
+    make_gateway: GatewayFactory, channel: str, purpose: str, source: str
+) -> None:
+    gateway = make_gateway()
+    ref = add_contact(gateway)
+    gateway.record_consent(
+        ref, channel="sms", purpose="marketing", granted=False, source="agent"
+    )
+    with pytest.raises(ConsentConflictError):
+        gateway.record_consent(
+            ref, channel=channel, purpose=purpose, granted=True, source=source
+        )
+    assert gateway.consent_evidence(ref, "sms", "marketing")["status"] == "revoked"
+
+
+def test_a_delivery_report_for_a_denied_message_is_refused(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = make_gateway()
+    ref = add_contact(gateway, consent=False)
+    denied = _send(gateway, ref)
+    with pytest.raises(InvalidRequestError, match="not a message allowed"):
+        gateway.record_delivery_report(
+            "sms", DeliveryReport(denied["decision"]["audit_seq"], "delivered")
+        )
+
+
+def test_a_negative_content_length_is_refused_not_read(
+    make_gateway: GatewayFactory,
+) -> None:
+    import socket
+
+    from gateway.callbacks import CallbackServer
+
+    server = CallbackServer()
+    server.attach(make_gateway())
+    server.start()
+    try:
+        port = int(server.url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /callbacks/sms/mo HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: -1\r\n\r\n" + b"x" * 1000
+            )
+            answer = sock.recv(200)
+    finally:
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 400")

@@ -188,11 +188,16 @@ def load_bundle(folder: str | Path, runtime_name: str = "interpreted") -> Bundle
 
 
 def _list_files(root: Path) -> tuple[list[Path], list[Path]]:
-    strays = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yml"))
+    strays = sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if (p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yaml")
+        or ".yaml." in p.name
+    )
     if strays:
         raise PolicyError(
             f"policy bundle {root}: {', '.join(strays)} would be ignored; "
-            "policy files must end in .yaml"
+            "policy files must end in .yaml (lower case; no backup copies here)"
         )
     policy_files = sorted(root.glob("*.yaml"))
     if not policy_files:
@@ -552,4 +557,6 @@ def _refuse_duplicate_ids(policies: Sequence[Policy]) -> None:
 
 
 def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
+    if value is None:
+        return "nothing"
+    return "text" if isinstance(value, str) else type(value).__name__

@@ -1,0 +1,243 @@
+"""Syncing audience tiers to ad platforms, and suppressing at once.
+
+`AudienceSync.sync` follows the path of a message for every member:
+
+1. the candidates are the contacts of a tier (or an explicit list);
+2. for each one the policy bundle decides its membership as a message of
+   purpose ``advertising`` on the platform's channel (address kind
+   ``audience``): ad consent, suppression, do-not-contact, tier roles; every
+   member decision is written to the audit log (pseudonymous ids only);
+3. the difference against what was last synced gives the adds and removes;
+4. the platform's plugin normalises, hashes and sends them in batches;
+5. what the platform accepted is stored as the new membership, and the sync is
+   audited with its counts.
+
+`suppress` runs steps 2 to 5 for one contact across every audience it is in,
+right after a conversion, a pipeline entry, a support case or an opt-out, so
+the contact leaves the audiences of tiers it no longer belongs to at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.errors import InvalidRequestError
+from gateway.hookspecs import AudienceChange, AudienceMember
+from gateway.policy import evaluate, tier_of
+from gateway.service import Gateway
+from gateway.store import ContactRef, ContactSnapshot
+
+log = logging.getLogger(__name__)
+
+PURPOSE = "advertising"
+ADDRESS_KIND = "audience"
+
+
+@dataclass
+class SyncReport:
+    platform: str
+    audience_id: str
+    considered: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    excluded_by_rule: Counter[str] = field(default_factory=Counter)
+    failed: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    audit_seq: int = 0
+    request_ms: float = 0.0
+
+
+class AudienceSync:
+    """Tier and audience operations over a running `Gateway`."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def audience_of(self, tier_id: str, platform: str) -> str:
+        """The audience a tier feeds on a platform (from tiers.yaml)."""
+        tier = next((t for t in self.gateway.bundle.tiers if t.id == tier_id), None)
+        if tier is None:
+            known = ", ".join(t.id for t in self.gateway.bundle.tiers) or "none"
+            raise InvalidRequestError(
+                "tier", f"unknown tier {tier_id!r}; known: {known}"
+            )
+        audience = tier.ad_audiences.get(platform)
+        if not audience:
+            raise InvalidRequestError(
+                "platform", f"tier {tier_id!r} has no audience on {platform!r}"
+            )
+        return audience
+
+    def sync(
+        self,
+        platform: str,
+        *,
+        tier_id: str = "",
+        audience_id: str = "",
+        members: Sequence[ContactRef] = (),
+        sync_id: str = "",
+        at: datetime | None = None,
+    ) -> SyncReport:
+        """Make the platform audience hold exactly the allowed candidates."""
+        if bool(tier_id) == bool(members):
+            raise InvalidRequestError("tier", "give a tier or a member list, not both")
+        if platform not in self.gateway.channels.audience_platforms():
+            raise InvalidRequestError("platform", f"no plugin syncs to {platform!r}")
+        audience = audience_id or self.audience_of(tier_id, platform)
+        now = at or datetime.now(UTC)
+        refs = members or [
+            ContactRef(contact_id=c) for c in self.gateway.store.contact_ids()
+        ]
+        report = SyncReport(platform, audience)
+        desired: dict[str, ContactSnapshot] = {}
+        snaps: dict[str, ContactSnapshot] = {}
+        for ref in refs:
+            snap = self.gateway.store.snapshot(ref, None)
+            snaps[snap.contact_id] = snap
+            if tier_id and self._tier(snap, now) != tier_id:
+                continue
+            report.considered += 1
+            if self._allowed(snap, platform, audience, now, report):
+                desired[snap.contact_id] = snap
+        current = self.gateway.store.audience_members(platform, audience)
+        scope = set(snaps) if members else set(snaps) | current
+        remove = sorted((current & scope) - set(desired))
+        add = sorted(set(desired) - current)
+        report.unchanged = len(set(desired) & current)
+        removed_snaps = {c: snaps.get(c) or self._snap(c) for c in remove}
+        self._apply(report, add, desired, remove, removed_snaps, sync_id, now)
+        return report
+
+    def suppress(self, contact_id: str, at: datetime | None = None) -> list[SyncReport]:
+        """Re-decide one contact in every audience it is in; remove it at once
+        from those it may no longer be in (tier left, consent gone ...)."""
+        now = at or datetime.now(UTC)
+        reports = []
+        for platform, audience in self.gateway.store.memberships(contact_id):
+            snap = self._snap(contact_id)
+            report = SyncReport(platform, audience, considered=1)
+            tier = self._tier(snap, now)
+            in_tier = any(
+                t.id == tier and t.ad_audiences.get(platform) == audience
+                for t in self.gateway.bundle.tiers
+            )
+            if in_tier and self._allowed(snap, platform, audience, now, report):
+                continue
+            if not in_tier:
+                report.excluded_by_rule["tier changed"] += 1
+            self._apply(report, [], {}, [contact_id], {contact_id: snap}, "", now)
+            reports.append(report)
+        return reports
+
+    def _snap(self, contact_id: str) -> ContactSnapshot:
+        return self.gateway.store.snapshot(ContactRef(contact_id=contact_id), None)
+
+    def _tier(self, snap: ContactSnapshot, now: datetime) -> str:
+        bundle = self.gateway.bundle
+        given = self.gateway.decision_input(
+            bundle, snap, now, channel="", purpose=PURPOSE, campaign="",
+            address_kind=ADDRESS_KIND,
+        )  # fmt: skip
+        tier = tier_of(bundle, given.contact, now)
+        return tier.id if tier else ""
+
+    def _allowed(
+        self,
+        snap: ContactSnapshot,
+        platform: str,
+        audience: str,
+        now: datetime,
+        report: SyncReport,
+    ) -> bool:
+        bundle = self.gateway.bundle
+        given = self.gateway.decision_input(
+            bundle, snap, now, channel=platform, purpose=PURPOSE, campaign=audience,
+            address_kind=ADDRESS_KIND,
+        )  # fmt: skip
+        decision = evaluate(bundle, given)
+        if snap.email is None and snap.phone_e164 is None:
+            report.excluded_by_rule["gateway.no-address"] += 1
+            return False
+        for reason in decision.reasons:
+            report.excluded_by_rule[reason.rule_id] += 1
+        self.gateway.store.append_audit(
+            "audience_decision",
+            {
+                "contact_id": snap.contact_id,
+                "platform": platform,
+                "audience_id": audience,
+                "tier": str(given.contact.get("tier", "")),
+                "outcome": decision.outcome,
+                "reasons": [r.rule_id for r in decision.reasons],
+                "bundle_hash": decision.bundle_hash,
+            },
+        )
+        return decision.outcome == "ALLOW"
+
+    def _apply(
+        self,
+        report: SyncReport,
+        add: list[str],
+        desired: dict[str, ContactSnapshot],
+        remove: list[str],
+        removed: dict[str, ContactSnapshot],
+        sync_id: str,
+        now: datetime,
+    ) -> None:
+        if not add and not remove:
+            report.audit_seq = self._record(report, [], [], now)
+            return
+        change = AudienceChange(
+            platform=report.platform,
+            audience_id=report.audience_id,
+            add=[_member(desired[c]) for c in add],
+            remove=[_member(removed[c]) for c in remove],
+            sync_id=sync_id
+            or f"{report.platform}/{report.audience_id}/{now.isoformat()}",
+        )
+        started = time.perf_counter()
+        result = self.gateway.channels.sync_audience(change)
+        report.request_ms = (time.perf_counter() - started) * 1000
+        report.error, report.failed = result.error, dict(result.failed)
+        if result.error:
+            report.audit_seq = self._record(report, [], [], now)
+            return
+        added = [c for c in add if c not in result.failed]
+        gone = [c for c in remove if c not in result.failed]
+        report.added, report.removed = len(added), len(gone)
+        report.audit_seq = self._record(report, added, gone, now)
+
+    def _record(
+        self, report: SyncReport, added: list[str], removed: list[str], now: datetime
+    ) -> int:
+        body = {
+            "platform": report.platform,
+            "audience_id": report.audience_id,
+            "considered": report.considered,
+            "added": sorted(added),
+            "removed": sorted(removed),
+            "unchanged": report.unchanged,
+            "failed": dict(sorted(report.failed.items())),
+            "error": report.error,
+            "excluded_by_rule": dict(sorted(report.excluded_by_rule.items())),
+        }
+        log.info(
+            "audience sync platform=%s audience=%s added=%d removed=%d failed=%d",
+            report.platform, report.audience_id, len(added), len(removed),
+            len(report.failed),
+        )  # fmt: skip
+        return self.gateway.store.apply_audience(
+            report.platform, report.audience_id, added, removed, body, now
+        )
+
+
+def _member(snap: ContactSnapshot) -> AudienceMember:
+    return AudienceMember(
+        contact_id=snap.contact_id, email=snap.email, phone_e164=snap.phone_e164
+    )

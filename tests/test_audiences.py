@@ -1,0 +1,178 @@
+"""Tiers synced to ad platforms (local mock servers), and suppression at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from ad_platform_mocks import GoogleMock, MetaMock, serve
+
+import audit
+from gateway.app import Settings, build_gateway
+from gateway.audiences import AudienceSync
+from gateway.errors import InvalidRequestError
+from gateway.server import build_server
+from gateway.service import ContactInput, Gateway, InboundInput
+from gateway.store import ContactRef
+from plugins._audience_ids import sha256_hex
+from tollgate.v1 import gateway_pb2 as pb
+from tollgate.v1 import gateway_pb2_grpc as pb_grpc
+
+TOKEN, ACCOUNT = "test-token", "1234567890"
+
+# external id -> (stage, ad consent, do not contact)
+PEOPLE = {
+    "n1": ("new", True, False),
+    "n2": ("new", True, False),
+    "n3": ("new", False, False),  # no ad consent
+    "n4": ("new", True, True),  # do not contact
+    "e1": ("engaged", True, False),
+    "c1": ("converted", True, False),
+}
+
+
+@pytest.fixture
+def mocks() -> Iterator[tuple[MetaMock, GoogleMock, str, str]]:
+    meta = MetaMock(token=TOKEN)
+    google = GoogleMock(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
+    with serve(meta) as meta_url, serve(google) as google_url:
+        yield meta, google, meta_url, google_url
+
+
+@pytest.fixture
+def gateway(
+    tmp_path: Path, store_url: str, mocks: tuple[MetaMock, GoogleMock, str, str]
+) -> Iterator[Gateway]:
+    _, _, meta_url, google_url = mocks
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=store_url,
+        outbox_channels="sms",
+        plugin_overrides={
+            "meta_base_url": meta_url,
+            "meta_access_token": TOKEN,
+            "google_base_url": google_url,
+            "google_access_token": TOKEN,
+            "google_operating_account": ACCOUNT,
+            "google_eea": "true",
+        },
+    )
+    built = build_gateway(settings)
+    for i, (name, (stage, consented, dnc)) in enumerate(PEOPLE.items()):
+        built.upsert_contact(
+            ContactInput(
+                external_id=name, phone=f"+1212555{100 + i:04d}",
+                email=f"{name}@example.com", stage=stage, do_not_contact=dnc,
+            )
+        )  # fmt: skip
+        if consented:
+            for platform in ("meta", "google"):
+                built.record_consent(
+                    ContactRef(external_id=name), channel=platform,
+                    purpose="advertising", granted=True, source="web_form",
+                )  # fmt: skip
+    yield built
+    built.store.close()
+
+
+def _hash(name: str) -> str:
+    return sha256_hex(f"{name}@example.com")
+
+
+def _id(gateway: Gateway, name: str) -> str:
+    return gateway.store.snapshot(ContactRef(external_id=name), None).contact_id
+
+
+def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
+    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+) -> None:
+    meta, google, _, _ = mocks
+    sync = AudienceSync(gateway)
+    reports = [sync.sync(p, tier_id="new-high-intent") for p in ("meta", "google")]
+    for report in reports:
+        assert (report.considered, report.added, report.removed) == (4, 2, 0)
+        assert report.excluded_by_rule == {
+            "consent.marketing-needs-grant": 1,
+            "suppression.do-not-contact": 1,
+        }
+        assert report.error == "" and report.failed == {}
+    assert _hash("n1") in meta.audiences["tg-new-high-intent"]
+    assert _hash("n3") not in meta.audiences["tg-new-high-intent"]
+    google_hashes = set().union(*google.audiences.values())
+    assert {_hash("n1"), _hash("n2")} <= google_hashes
+    assert _hash("n4") not in google_hashes
+    again = sync.sync("meta", tier_id="new-high-intent")
+    assert (again.added, again.removed, again.unchanged) == (0, 0, 2)
+    records = list(gateway.store.audit_records())
+    audit.verify_chain(records)
+    decisions = [r for r in records if r.kind == "audience_decision"]
+    assert len(decisions) == 12 and "@" not in str([r.body for r in records])
+
+
+def test_a_conversion_leaves_every_audience_of_its_old_tier_at_once(
+    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+) -> None:
+    meta, google, _, _ = mocks
+    sync = AudienceSync(gateway)
+    for platform in ("meta", "google"):
+        sync.sync(platform, tier_id="new-high-intent")
+    started = time.perf_counter()
+    gateway.record_event(ContactRef(external_id="n1"), kind="converted")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    print(f"\nconversion to removal on both platforms: {elapsed_ms:.1f} ms")
+    assert _hash("n1") not in meta.audiences["tg-new-high-intent"]
+    assert _hash("n1") not in set().union(*google.audiences.values())
+    assert _hash("n2") in meta.audiences["tg-new-high-intent"]
+    assert gateway.store.memberships(_id(gateway, "n1")) == []
+    removals = [
+        r for r in gateway.store.audit_records()
+        if r.kind == "audience_sync" and r.body["removed"]
+    ]  # fmt: skip
+    assert [r.body["platform"] for r in removals] == ["meta", "google"]
+    assert all(r.body["removed"] == [_id(gateway, "n1")] for r in removals)
+
+
+def test_an_opt_out_removes_the_contact_from_every_audience(
+    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+) -> None:
+    meta, _, _, _ = mocks
+    AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+    gateway.report_inbound(
+        InboundInput(channel="sms", sender="+12125550101", text="STOP")
+    )
+    assert _hash("n2") not in meta.audiences["tg-new-high-intent"]
+    assert gateway.store.memberships(_id(gateway, "n2")) == []
+
+
+def test_an_explicit_member_list_and_bad_requests(gateway: Gateway) -> None:
+    sync = AudienceSync(gateway)
+    refs = [ContactRef(external_id=n) for n in ("e1", "c1", "n3")]
+    report = sync.sync("meta", audience_id="tg-manual", members=refs)
+    assert (report.considered, report.added) == (3, 2)
+    with pytest.raises(InvalidRequestError, match="unknown tier"):
+        sync.sync("meta", tier_id="nope")
+    with pytest.raises(InvalidRequestError, match="no plugin syncs"):
+        sync.sync("tiktok", tier_id="new-high-intent")
+    with pytest.raises(InvalidRequestError, match="no audience on 'meta'"):
+        sync.sync("meta", tier_id="in-pipeline")
+
+
+def test_sync_audience_over_grpc(gateway: Gateway) -> None:
+    server, port = build_server(gateway, "127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            answer = stub.SyncAudience(
+                pb.SyncAudienceRequest(platform="google", tier="new-high-intent")
+            )
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.SyncAudience(pb.SyncAudienceRequest(platform="google", tier="x"))
+    finally:
+        server.stop(grace=None).wait()
+    assert (answer.added, answer.audience_id) == (2, "tg-new-high-intent")
+    assert dict(answer.excluded_by_rule)["suppression.do-not-contact"] == 1
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
