@@ -17,7 +17,7 @@ from pathlib import Path
 from gateway.channels import load_registry
 from gateway.errors import ConfigurationError
 from gateway.reload import BundleHolder
-from gateway.service import Gateway
+from gateway.service import Gateway, ProgramInfo
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,5 +90,24 @@ def build_gateway(settings: Settings, extra_plugins: Iterable[object] = ()) -> G
         ", ".join(sorted(channels.channels)),
     )
     return Gateway(
-        store, holder, channels, unsafe_client_clock=settings.unsafe_client_clock
+        store,
+        holder,
+        channels,
+        unsafe_client_clock=settings.unsafe_client_clock,
+        program=program_info(),
+    )
+
+
+def program_info() -> ProgramInfo:
+    """The answers to keywords: TOLLGATE_PROGRAM_HELP, _OPT_OUT, _OPT_IN and
+    _OPT_IN_DISCLOSURE override the defaults."""
+    defaults = ProgramInfo()
+    return ProgramInfo(
+        name=os.environ.get("TOLLGATE_PROGRAM_NAME", defaults.name),
+        help_text=os.environ.get("TOLLGATE_PROGRAM_HELP", defaults.help_text),
+        opt_out_text=os.environ.get("TOLLGATE_PROGRAM_OPT_OUT", defaults.opt_out_text),
+        opt_in_text=os.environ.get("TOLLGATE_PROGRAM_OPT_IN", defaults.opt_in_text),
+        opt_in_disclosure=os.environ.get(
+            "TOLLGATE_PROGRAM_OPT_IN_DISCLOSURE", defaults.opt_in_disclosure
+        ),
     )

@@ -318,8 +318,9 @@ def test_CO_11_a_contact_who_converts_mid_sequence_gets_no_further_steps(
 
 
 def test_start_opts_in_again_and_help_is_answered(
-    make_gateway: GatewayFactory, tmp_path: Path
+    make_gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TOLLGATE_PROGRAM_HELP", "Acme alerts. Reply STOP to opt out.")
     gateway = make_gateway()
     ref = add_contact(gateway)
     _reply(gateway, "STOP", provider_message_id="1")
@@ -328,7 +329,7 @@ def test_start_opts_in_again_and_help_is_answered(
     assert start["intent"] == "opt_in"
     assert gateway.consent_evidence(ref, "sms", "marketing")["status"] == "granted"
     bodies = [m["body"] for m in _outbox(tmp_path)]
-    assert len(bodies) == 3 and "Reply STOP to opt out" in bodies[2]
+    assert len(bodies) == 3 and bodies[2] == "Acme alerts. Reply STOP to opt out."
     assert help_["reply"]["delivery"]["status"] == "FORWARDED"
 
 
