@@ -29,13 +29,10 @@ Invariants:
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -47,6 +44,7 @@ from gateway.hookspecs import (
     hookimpl,
 )
 from plugins._audience_ids import google_phone, hashed, normalise_email
+from plugins._http import UnreachableError, request_json, retry_wait
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,6 @@ INGEST_PATH = "/v1/audienceMembers:ingest"
 REMOVE_PATH = "/v1/audienceMembers:remove"
 ACCOUNT_TYPE = "GOOGLE_ADS"
 MAX_MEMBERS_PER_REQUEST = 10_000  # see the module docstring
-TIMEOUT = 30.0
 MAX_RETRIES = 3  # after the first attempt, for rate limits only
 MAX_RETRY_WAIT = 60.0  # seconds; a longer Retry-After is capped
 DEFAULT_RETRY_WAIT = 5.0  # when Google names no wait
@@ -270,33 +267,11 @@ def _request(
     url: str, body: bytes, token: str
 ) -> tuple[int, Mapping[str, str], Mapping[str, object]]:
     """Status, headers and JSON answer; a network failure is a `_BatchError`."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {token}",
-        },
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            status: int = response.status
-            headers = dict(response.headers.items())
-            raw: bytes = response.read()
-    except urllib.error.HTTPError as exc:
-        status, headers, raw = exc.code, dict(exc.headers.items()), exc.read()
-        exc.close()
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _BatchError(
-            f"google: Data Manager API unreachable ({type(reason).__name__})"
-        ) from exc
-    try:
-        answer = json.loads(raw or b"{}")
-    except ValueError:
-        answer = {}
-    return status, headers, answer if isinstance(answer, Mapping) else {}
+        return request_json(url, "POST", body, headers)
+    except UnreachableError as exc:
+        raise _BatchError(f"google: Data Manager API unreachable ({exc.kind})") from exc
 
 
 def _error_details(answer: Mapping[str, object]) -> _ErrorDetails:
@@ -327,11 +302,7 @@ def _error_details(answer: Mapping[str, object]) -> _ErrorDetails:
 
 
 def _retry_wait(header: str | None) -> float:
-    try:
-        wait = float(header) if header is not None else DEFAULT_RETRY_WAIT
-    except ValueError:
-        wait = DEFAULT_RETRY_WAIT
-    return min(max(wait, 0.0), MAX_RETRY_WAIT)
+    return retry_wait(header, DEFAULT_RETRY_WAIT, MAX_RETRY_WAIT)
 
 
 plugin = GoogleCustomerMatchPlugin()

@@ -21,13 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import secrets
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode, urlsplit
@@ -39,6 +36,7 @@ from gateway.hookspecs import (
     hookimpl,
 )
 from plugins._audience_ids import hashed, meta_phone, normalise_email
+from plugins._http import UnreachableError, request_json, retry_wait
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ SCHEMA = ("EMAIL_SHA256", "PHONE_SHA256")
 # "You can add an unlimited number of records for an audience, but only a
 # maximum of 10000 at a time" (Custom Audience Users reference, cited above).
 MAX_ROWS_PER_REQUEST = 10_000
-TIMEOUT = 30.0
 MAX_RETRIES = 3  # after the first attempt, for rate limits only
 MAX_RETRY_WAIT = 60.0  # seconds; a longer Retry-After is capped
 DEFAULT_RETRY_WAIT = 5.0  # when Meta names no wait
@@ -237,38 +234,16 @@ def _request(
     url: str, method: str, body: bytes
 ) -> tuple[int, Mapping[str, str], Mapping[str, object]]:
     """Status, headers and JSON answer; a network failure is a `_BatchError`."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method=method,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            status: int = response.status
-            headers = dict(response.headers.items())
-            raw: bytes = response.read()
-    except urllib.error.HTTPError as exc:
-        status, headers, raw = exc.code, dict(exc.headers.items()), exc.read()
-        exc.close()
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _BatchError(
-            f"meta: Graph API unreachable ({type(reason).__name__})"
-        ) from exc
-    try:
-        answer = json.loads(raw or b"{}")
-    except ValueError:
-        answer = {}
-    return status, headers, answer if isinstance(answer, Mapping) else {}
+        return request_json(
+            url, method, body, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    except UnreachableError as exc:
+        raise _BatchError(f"meta: Graph API unreachable ({exc.kind})") from exc
 
 
 def _retry_wait(header: str | None) -> float:
-    try:
-        wait = float(header) if header is not None else DEFAULT_RETRY_WAIT
-    except ValueError:
-        wait = DEFAULT_RETRY_WAIT
-    return min(max(wait, 0.0), MAX_RETRY_WAIT)
+    return retry_wait(header, DEFAULT_RETRY_WAIT, MAX_RETRY_WAIT)
 
 
 def _describe_error(status: int, error: object, method: str) -> str:
