@@ -27,6 +27,8 @@ def _inputs() -> list[DecisionInput]:
         "id": "ct_bench",
         "stage": "engaged",
         "tier": "",
+        "tier_roles": {},
+        "tier_caps": {},
         "do_not_contact": False,
         "sms_capable": True,
         "attributes": {"age": 40},
@@ -36,7 +38,9 @@ def _inputs() -> list[DecisionInput]:
         "consent": {"sms:marketing": "granted"},
     }
     message = {"channel": "sms", "purpose": "marketing", "campaign": "bench",
-               "consent": "granted", "body_length": 120}  # fmt: skip
+               "consent": "granted", "consent_basis": "express_written",
+               "consent_entry": 1, "opt_out_confirmation_due": False,
+               "address_kind": "phone", "body_length": 120}  # fmt: skip
     sends = [
         SendRecord(NOW - timedelta(hours=h), "voice", "marketing") for h in (2, 7, 12)
     ]
@@ -53,6 +57,15 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=2000)
     args = parser.parse_args()
     inputs = _inputs()
+    checked = load_bundle(default_policies())
+    errors = [
+        r.rule_id
+        for g in inputs
+        for r in evaluate(checked, g).reasons
+        if r.effect == "error"
+    ]
+    if errors:  # the inputs no longer match the declared context
+        raise SystemExit(f"benchmark inputs make rules fail: {', '.join(errors)}")
     print(f"default bundle, {args.decisions} decisions per runtime, 4 inputs in turn")
     for name in RUNTIMES:
         started = time.perf_counter()

@@ -78,3 +78,20 @@ def test_demo_refuses_an_instant_without_offset(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "no UTC offset" in result.output
+
+
+def test_the_policy_benchmark_runs_on_inputs_that_match_the_context() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "bench_policy.py"),
+            "--decisions",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "interpreted" in done.stdout and "compiled" in done.stdout
