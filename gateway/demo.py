@@ -305,7 +305,8 @@ def _replies(
         kannel.inject_mo(customer.phone, SHORT_CODE, text)
     expected = summary.forwarded + len(reached)
     summary.sent_via_kannel = len(kannel.wait_for_mt(expected, timeout=30))
-    _wait_for_records(gateway, len(reached), expected)
+    # Kannel reports each message twice: accepted by the SMSC, then delivered
+    _wait_for_records(gateway, len(reached), 2 * expected)
     records = list(gateway.store.audit_records())
     summary.inbound = _count(r.body["intent"] for r in records if r.kind == "inbound")
     summary.delivery_reports = _count(
@@ -318,7 +319,7 @@ def _replies(
 
 def _wait_for_records(gateway: Gateway, replies: int, reports: int) -> None:
     """Bounded wait for Kannel's callbacks (replies, delivery reports)."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         kinds = Counter(r.kind for r in gateway.store.audit_records())
         if kinds["inbound"] >= replies and kinds["delivery_report"] >= reports:
