@@ -103,7 +103,6 @@ def program_info() -> ProgramInfo:
     _OPT_IN_DISCLOSURE override the defaults."""
     defaults = ProgramInfo()
     return ProgramInfo(
-        name=os.environ.get("TOLLGATE_PROGRAM_NAME", defaults.name),
         help_text=os.environ.get("TOLLGATE_PROGRAM_HELP", defaults.help_text),
         opt_out_text=os.environ.get("TOLLGATE_PROGRAM_OPT_OUT", defaults.opt_out_text),
         opt_in_text=os.environ.get("TOLLGATE_PROGRAM_OPT_IN", defaults.opt_in_text),

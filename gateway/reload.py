@@ -86,9 +86,6 @@ class BundleHolder:
                 self._reloads += 1
             return True
 
-    def changed_on_disk(self) -> bool:
-        return self._fingerprint() != self._seen
-
     def status(self) -> BundleStatus:
         return BundleStatus(
             hash=self._bundle.hash,

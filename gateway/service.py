@@ -18,9 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy
-
-from gateway import consent, lifecycle, models, timezones
+from gateway import consent, lifecycle, timezones
 from gateway.channels import ChannelRegistry
 from gateway.errors import (
     ConsentConflictError,
@@ -96,7 +94,6 @@ class InboundInput:
 class ProgramInfo:
     """What the program answers to keywords; set by TOLLGATE_PROGRAM_* too."""
 
-    name: str = "Tollgate demo bank"
     help_text: str = (
         "Tollgate demo bank alerts and offers. Msg frequency varies. "
         "Msg&data rates may apply. Reply STOP to opt out."
@@ -591,20 +588,7 @@ class Gateway:
 
     def _remember(self, key: str, answer: Mapping[str, Any]) -> None:
         """Keep the answer to a provider's reply id, to answer its retries."""
-
-        def add(session: Any) -> None:
-            session.add(
-                models.DecisionRow(
-                    idempotency_key=key,
-                    request_digest="inbound",
-                    response=dict(answer),
-                    created_at=self._clock(),
-                )
-            )
-
-        try:
-            self.store.transaction(add)
-        except sqlalchemy.exc.IntegrityError:
+        if not self.store.remember(key, answer, self._clock()):
             log.info("a provider retried a reply while it was being handled")
 
     def _act_on(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -41,7 +41,6 @@ from gateway.errors import ContactNotFoundError, KeyReusedError, StoreError
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -582,10 +581,22 @@ class Store:
                 for t in tables
             }
 
-    def transaction(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in one transaction (bulk import and tests)."""
-        with self._sessions.begin() as session:
-            return work(session)
+    def remember(self, key: str, answer: Mapping[str, Any], now: datetime) -> bool:
+        """Keep an answer under an idempotency key that no decision made
+        (a provider's reply id). False when the key is already taken."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(
+                    models.DecisionRow(
+                        idempotency_key=key,
+                        request_digest="inbound",
+                        response=dict(answer),
+                        created_at=now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
 
 def _create_engine(url: str) -> Engine:

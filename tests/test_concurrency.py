@@ -7,8 +7,6 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 import audit
 from gateway.service import Gateway, SendInput
 from gateway.store import ContactRef
@@ -104,13 +102,12 @@ def test_FC_06_read_then_write_limiter_lets_concurrent_requests_bypass_the_limit
     assert len(decisions) == expected["audit_entries"]
 
 
-@pytest.mark.parametrize("workers", [4])
 def test_concurrent_retries_of_one_key_send_exactly_once(
-    make_gateway: GatewayFactory, store_url: str, workers: int, tmp_path: Path
+    make_gateway: GatewayFactory, store_url: str, tmp_path: Path
 ) -> None:
     gateway = make_gateway(store_url)
     ref = add_contact(gateway)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = list(pool.map(lambda _: _send(gateway, ref, "same"), range(8)))
     assert set(outcomes) == {"ALLOW"}
     assert _sends(gateway) == 1

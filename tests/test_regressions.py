@@ -352,7 +352,7 @@ def test_a_null_citation_is_empty_not_the_word_none(tmp_path: Path) -> None:
     assert bundle.policies[0].rules[0].citation == ""
 
 
-def test_demo_outbox_lines_are_plain_json(tmp_path: Path) -> None:
+def test_the_outbox_does_not_write_a_redelivery_twice(tmp_path: Path) -> None:
     """The outbox de-duplicates re-deliveries by reading its own file back."""
     from plugins.outbox import OutboxPlugin
 

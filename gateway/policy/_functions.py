@@ -10,7 +10,7 @@ the length of one evaluation. Signatures for the type checker are declared in
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -134,16 +134,12 @@ def sends_in(window: Any, purpose: Any = None, channel: Any = None) -> celtypes.
     start = now - _duration(window)
     count = sum(
         1
-        for s in _sends()
+        for s in CURRENT_SENDS.get()
         if s.at.astimezone(UTC) > start
         and (not purpose or s.purpose == str(purpose))
         and (not channel or s.channel == str(channel))
     )
     return celtypes.IntType(count)
-
-
-def _sends() -> Iterable[Any]:
-    return CURRENT_SENDS.get()
 
 
 def _duration(value: Any) -> timedelta:
