@@ -46,6 +46,7 @@ from gateway.policy import (
     read_input,
     replay,
     run_tests,
+    with_tier,
 )
 from gateway.store import ContactRef, Store
 
@@ -882,7 +883,7 @@ def policy_explain(input_file: Path, folder: Path | None) -> None:
     """Decide one input (YAML: at, contact, message, sends) and explain it."""
     with _refusing():
         bundle = load_bundle(folder or default_policies())
-        decision = evaluate(bundle, read_input(input_file))
+        decision = evaluate(bundle, with_tier(bundle, read_input(input_file)))
     for line in explain_lines(decision):
         click.echo(line)
 

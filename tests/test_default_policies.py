@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.app import default_policies
 from gateway.errors import PolicyError
-from gateway.policy import load_bundle
+from gateway.policy import DecisionInput, evaluate, load_bundle, with_tier
 from gateway.policy._engine import SendRecord
 from gateway.timezones import resolve_zones
 from tests.policy_support import (
@@ -878,6 +878,54 @@ def test_a_promotional_text_to_the_pipeline_tier_is_refused_by_its_role() -> Non
 
 def test_a_reminder_to_the_pipeline_tier_is_allowed() -> None:
     decision = decide(BUNDLE, to=contact(**PIPELINE), msg=message(purpose="reminder"))
+    assert_decision(decision, "ALLOW", [])
+
+
+# --- tier caps ----------------------------------------------------------------
+# Each shipped tier's own cap (tiers.yaml, caps), read by tier-caps.yaml; the
+# contact's tier is computed from its stage, as the gateway computes it.
+
+TIER_CAPS = [
+    pytest.param("new", "marketing", 2, "tiers.marketing-per-day", id="new-2"),
+    pytest.param("engaged", "marketing", 1, "tiers.marketing-per-day", id="engaged-1"),
+    pytest.param(
+        "in_pipeline", "reminder", 2, "tiers.reminders-per-day", id="pipeline-2"
+    ),
+    pytest.param(
+        "converted", "reminder", 1, "tiers.reminders-per-day", id="customer-1"
+    ),
+]
+
+
+def _tiered(stage: str, purpose: str, history: list[SendRecord]) -> Any:
+    given = DecisionInput(
+        now=utc(NOON_NEW_YORK),
+        contact={k: v for k, v in contact(stage=stage).items() if k != "tier"},
+        message=message(purpose=purpose),
+        sends=history,
+    )
+    return evaluate(BUNDLE, with_tier(BUNDLE, given))
+
+
+@pytest.mark.parametrize(("stage", "purpose", "limit", "rule"), TIER_CAPS)
+def test_a_tier_cap_allows_up_to_its_limit_and_holds_the_next(
+    stage: str, purpose: str, limit: int, rule: str
+) -> None:
+    # One send an hour, the oldest (limit) hours ago: the hold lasts until
+    # the limit-th newest send is 24 hours old.
+    instants = [f"2026-07-15T{16 - h:02d}:00:00Z" for h in range(1, limit + 1)]
+    under = _tiered(stage, purpose, sends(*instants[:-1], purpose=purpose))
+    over = _tiered(stage, purpose, sends(*instants, purpose=purpose))
+    assert_decision(under, "ALLOW", [])
+    assert_decision(
+        over, "DEFER", _expects(rule), f"2026-07-16T{16 - limit:02d}:00:00Z"
+    )
+
+
+def test_a_tier_cap_counts_only_its_purpose() -> None:
+    decision = _tiered(
+        "engaged", "marketing", sends("2026-07-15T15:00:00Z", purpose="reminder")
+    )
     assert_decision(decision, "ALLOW", [])
 
 

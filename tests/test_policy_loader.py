@@ -448,3 +448,82 @@ def test_bundle_hash_changes_when_a_file_is_renamed(tmp_path: Path) -> None:
     (folder / "consent.yaml").rename(folder / "consent-v2.yaml")
 
     assert load_bundle(folder).hash != before
+
+
+_TIER = """tiers:
+  - id: only
+    name: Only
+    objective: Every contact.
+    when: 'true'
+    caps: {marketing_per_day: 2}
+"""
+
+
+def _tier_cap_policy(cap_lines: str) -> str:
+    return (
+        "id: tier-caps\n"
+        "description: Tier caps.\n"
+        "citation: Tollgate test bundle\n"
+        "match: 'true'\n"
+        "caps:\n"
+        "  - id: test.tier-cap\n"
+        f"{cap_lines}"
+        "    window: 24h\n"
+        "    message: Over the tier's cap.\n"
+    )
+
+
+TIER_CAP_REFUSALS = [
+    pytest.param(
+        "    max: 2\n    tier_cap: marketing_per_day\n",
+        _TIER,
+        "cap 'test.tier-cap': give either max",
+        id="max-and-tier-cap",
+    ),
+    pytest.param(
+        "", _TIER, "cap 'test.tier-cap': give either max", id="neither-max-nor-tier-cap"
+    ),
+    pytest.param(
+        "    tier_cap: per day\n",
+        _TIER,
+        "tier_cap must name a cap of tiers.yaml",
+        id="tier-cap-not-a-name",
+    ),
+    pytest.param(
+        "    tier_cap: reminders_per_day\n",
+        _TIER,
+        "tier_cap 'reminders_per_day' is defined by no tier",
+        id="tier-cap-no-tier-defines",
+    ),
+    pytest.param(
+        "    max: 3\n",
+        _TIER,
+        "tier 'only' cap 'marketing_per_day' is enforced by no policy",
+        id="tier-cap-nothing-enforces",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cap_lines", "tiers", "expected"), TIER_CAP_REFUSALS)
+def test_tier_caps_and_the_caps_that_read_them_must_match(
+    tmp_path: Path, cap_lines: str, tiers: str, expected: str
+) -> None:
+    write_file(tmp_path, "tiers.yaml", tiers)
+    write_file(tmp_path, "tier-caps.yaml", _tier_cap_policy(cap_lines))
+
+    message = _refusal(tmp_path)
+
+    assert expected in message, message
+
+
+def test_a_cap_reads_its_maximum_from_the_contacts_tier(tmp_path: Path) -> None:
+    write_file(tmp_path, "tiers.yaml", _TIER)
+    write_file(
+        tmp_path,
+        "tier-caps.yaml",
+        _tier_cap_policy("    tier_cap: marketing_per_day\n"),
+    )
+
+    (cap,) = load_bundle(tmp_path).policies[0].caps
+
+    assert (cap.tier_cap, cap.max) == ("marketing_per_day", 0)

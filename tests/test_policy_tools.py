@@ -56,7 +56,8 @@ def test_check_explains_every_policy_variable_and_deferral(grpc_stub: Live) -> N
     assert response.decision.outcome == pb.DEFER
     assert set(policies) == {
         "channel-capability", "consent", "frequency-caps", "holidays",
-        "opt-out-confirmation", "quiet-hours", "suppression", "tier-roles",
+        "opt-out-confirmation", "quiet-hours", "suppression", "tier-caps",
+        "tier-roles",
     }  # fmt: skip
     assert quiet.status == "applied"
     assert dict(quiet.variables["window"]) == {
@@ -115,7 +116,7 @@ def test_a_policy_outside_its_effective_dates_does_not_apply(tmp_path: Path) -> 
         textwrap.dedent(
             """
             at: 2026-07-15T16:00:00Z
-            contact: {stage: converted, phone: "+12125550123",
+            contact: {stage: converted, tier: "", phone: "+12125550123",
                       consent: {"sms:marketing": granted}}
             message: {channel: sms, purpose: marketing}
             """
@@ -142,13 +143,16 @@ def test_explain_names_the_rules_their_variables_and_when_a_defer_clears(
     result = CliRunner().invoke(main, ["policy", "explain", str(input_file)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "decision: DEFER until 2026-12-08T22:30:00Z"
+    # a new lead: the bundle cap clears at 22:30, the tier's (2 a day) at 23:30
+    assert lines[0] == "decision: DEFER until 2026-12-08T23:30:00Z"
     assert "  variable window = {'start': '08:00', 'end': '20:00'}" in lines
     text = result.output
     quiet = "rule quiet-hours.outside-window [defer, enforce]: fired"
     assert f"{quiet}, clears 2026-12-08T13:00:00Z" in text
     cap = "cap frequency-caps.marketing-3-per-24h [defer, enforce]: fired"
     assert f"{cap}, clears 2026-12-08T22:30:00Z (3 of at most 3" in text
+    tier_cap = "cap tiers.marketing-per-day [defer, enforce]: fired"
+    assert f"{tier_cap}, clears 2026-12-08T23:30:00Z (3 of at most 2" in text
 
 
 def test_diff_lists_rules_added_removed_and_changed(tmp_path: Path) -> None:
@@ -191,15 +195,16 @@ def test_replay_shows_which_recorded_decisions_a_change_would_flip(
             )
         gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", f"k{i}", at=AT))
     candidate = _copy(tmp_path / "candidate")
-    _edit(candidate / "frequency-caps.yaml", "max: 3", "max: 2")
+    # new leads' own cap from 2 marketing messages a day to 1
+    _edit(candidate / "tiers.yaml", "marketing_per_day: 2", "marketing_per_day: 1")
     url = f"sqlite:///{tmp_path / 'tollgate.db'}"
     result = CliRunner().invoke(
         main, ["policy", "replay", "--bundle", str(candidate), "--db", url]
     )
     assert result.exit_code == 0, result.output
-    # decisions made with 2 earlier sends: the 3rd of c2, and the 3rd and 4th of c3
-    assert "would change" in result.output
-    assert "ALLOW -> DEFER" in result.output
-    assert "+ frequency-caps.marketing-3-per-24h" in result.output
-    first = result.output.splitlines()[0]
-    assert first.startswith("10 recorded decisions replayed, 2 would change")
+    # allowed decisions made after 1 earlier send: the 2nd of c1, c2 and c3
+    # (the 3rd ones were already held by the cap of 2)
+    lines = result.output.splitlines()
+    assert lines[0] == "10 recorded decisions replayed, 3 would change"
+    assert lines[1].split() == ["ALLOW", "->", "DEFER", "3"]
+    assert "  + tiers.marketing-per-day" in result.output

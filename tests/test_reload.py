@@ -50,8 +50,8 @@ def test_a_valid_change_is_swapped_in(tmp_path: Path) -> None:
     assert holder.reload()
     status = holder.status()
     assert status.hash != before and status.reloads == 1 and status.failures == 0
-    caps = [c.max for p in holder.current.policies for c in p.caps]
-    assert caps == [2]
+    caps = {c.id: c.max for p in holder.current.policies for c in p.caps}
+    assert caps["frequency-caps.marketing-3-per-24h"] == 2
 
 
 def test_a_bad_bundle_leaves_the_last_good_one_serving(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def _status(stub: pb_grpc.GatewayStub) -> pb.GetStatusResponse:
 
 def _wait_for(stub: pb_grpc.GatewayStub, check: object) -> pb.GetStatusResponse:
     status = _status(stub)
-    for _ in range(100):  # bounded: at most 10 s
+    for _ in range(300):  # bounded: at most 30 s, for a loaded machine
         if check(status):  # type: ignore[operator]
             return status
         time.sleep(0.1)

@@ -17,6 +17,7 @@ from gateway.policy._engine import (
     SendRecord,
     evaluate,
     tier_of,
+    with_tier,
 )
 from gateway.policy._explain import explain_lines
 from gateway.policy._replay import ReplayReport, replay
@@ -50,4 +51,5 @@ __all__ = [
     "replay",
     "run_tests",
     "tier_of",
+    "with_tier",
 ]

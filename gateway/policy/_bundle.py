@@ -55,6 +55,7 @@ RULE_KEYS = {
 CAP_KEYS = {
     "id",
     "max",
+    "tier_cap",
     "window",
     "purposes",
     "channels",
@@ -94,7 +95,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class Cap:
-    """At most `max` sends in any rolling `window`, counted across `channels`."""
+    """At most `max` sends in any rolling `window`, counted across `channels`.
+
+    A cap with `tier_cap` takes its maximum from the contact's tier
+    (tiers.yaml, caps) and does not apply to a contact whose tier has no
+    such cap; its `max` is 0.
+    """
 
     id: str
     mode: str
@@ -104,6 +110,7 @@ class Cap:
     channels: tuple[str, ...]
     message: str
     citation: str
+    tier_cap: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,26 @@ def load_bundle(folder: str | Path, runtime_name: str = "interpreted") -> Bundle
     )
 
     _refuse_duplicate_ids(policies)
+    _match_tier_caps(policies, tiers)
     return Bundle(policies, digest.hexdigest(), str(root), cel.name, data, tiers)
+
+
+def _match_tier_caps(policies: Sequence[Policy], tiers: Sequence[Tier]) -> None:
+    """Every tier cap is enforced by a policy cap, and every policy cap that
+    reads a tier cap reads one that some tier defines."""
+    read = {c.tier_cap: c.id for p in policies for c in p.caps if c.tier_cap}
+    defined = {name for t in tiers for name in t.caps}
+    for name, cid in sorted(read.items()):
+        if name not in defined:
+            raise PolicyError(
+                f"cap {cid!r}: tier_cap {name!r} is defined by no tier in {TIERS_FILE}"
+            )
+    for tier in tiers:
+        for name in sorted(set(tier.caps) - set(read)):
+            raise PolicyError(
+                f"{TIERS_FILE}: tier {tier.id!r} cap {name!r} is enforced by no "
+                f"policy (add a cap with tier_cap: {name})"
+            )
 
 
 def _list_files(root: Path) -> tuple[list[Path], list[Path]]:
@@ -340,17 +366,10 @@ class _Reader:
         where = f"policy {pid!r} cap #{index + 1}"
         if not isinstance(doc, dict):
             raise self.fail(where, f"expected a mapping, found {_kind(doc)}")
-        self.keys(doc, CAP_KEYS, {"id", "max", "window", "message"}, where)
+        self.keys(doc, CAP_KEYS, {"id", "window", "message"}, where)
         cid = self.ident(doc, where)
         where = f"cap {cid!r}"
-        limit = doc["max"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise self.fail(
-                where,
-                f"max must be a whole number of at least 1, found {limit!r} "
-                "(a cap of 0 would block every message; remove the cap instead)",
-                doc.get("id"),
-            )
+        limit, tier_cap = self.cap_limit(doc, where)
         purposes = self.names(doc, "purposes", where)
         unknown = sorted(set(purposes) - set(_context.PURPOSES))
         if unknown:
@@ -376,7 +395,36 @@ class _Reader:
             channels=channels,
             message=self.text(doc, "message", where),
             citation=str(doc.get("citation") or "").strip(),
+            tier_cap=tier_cap,
         )
+
+    def cap_limit(self, doc: Mapping[str, Any], where: str) -> tuple[int, str]:
+        """A cap's fixed `max`, or the name of the tier cap it reads."""
+        if ("max" in doc) == ("tier_cap" in doc):
+            raise self.fail(
+                where,
+                "give either max (a fixed number) or tier_cap (the name of a "
+                "cap in tiers.yaml), not both and not neither",
+                doc.get("id"),
+            )
+        if "tier_cap" in doc:
+            name = doc["tier_cap"]
+            if not isinstance(name, str) or not _ID.match(name):
+                raise self.fail(
+                    where,
+                    f"tier_cap must name a cap of tiers.yaml, found {name!r}",
+                    name,
+                )
+            return 0, name
+        limit = doc["max"]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise self.fail(
+                where,
+                f"max must be a whole number of at least 1, found {limit!r} "
+                "(a cap of 0 would block every message; remove the cap instead)",
+                doc.get("id"),
+            )
+        return limit, ""
 
     def variables(self, doc: Any, pid: str) -> tuple[tuple[str, Expr], ...]:
         where = f"policy {pid!r} variables"

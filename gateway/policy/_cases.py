@@ -17,7 +17,10 @@ the contact's past sends and what is expected::
 A case's ``contact`` and ``message`` replace the defaults key by key. A
 contact may give ``phone`` (and ``time_zone``, ``region``): its time zones
 and regions are then resolved exactly as the gateway resolves them, and the
-phone number itself never enters the policy context. Past sends are
+phone number itself never enters the policy context. The contact's tier,
+with its roles and caps, is computed from the bundle's ``tiers.yaml`` as the
+gateway computes it; a case may name it instead (``tier: in-pipeline``, or
+``tier: ""`` for none). Past sends are
 ``{ago: 2h, purpose: marketing, channel: sms}`` or ``{at: <instant>, ...}``.
 """
 
@@ -40,9 +43,6 @@ from gateway.policy._yaml import load as load_yaml
 CONTACT_DEFAULTS: Mapping[str, Any] = {
     "id": "ct_test",
     "stage": "new",
-    "tier": "",
-    "tier_roles": {},
-    "tier_caps": {},
     "do_not_contact": False,
     "sms_capable": True,
     "attributes": {},
@@ -165,6 +165,12 @@ def _plain(value: Any) -> Any:
 
 
 def _contact(values: dict[str, Any], where: str) -> dict[str, Any]:
+    derived = sorted(set(values) & {"tier_roles", "tier_caps"})
+    if derived:
+        raise PolicyError(
+            f"{where}: {', '.join(derived)} come from tiers.yaml; give the "
+            "contact's stage, or name its tier with tier"
+        )
     location = {k: values.pop(k) for k in LOCATION_KEYS if k in values}
     contact = {**CONTACT_DEFAULTS, **values}
     if location:

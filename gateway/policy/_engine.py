@@ -24,14 +24,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from gateway.errors import PolicyError
 from gateway.policy._bundle import Bundle, Cap, Expr, Policy, Rule
 from gateway.policy._functions import CURRENT_NOW, CURRENT_SENDS
 from gateway.policy._tiers import NO_TIER, Tier
@@ -149,6 +150,27 @@ def tier_of(bundle: Bundle, contact: Mapping[str, Any], now: datetime) -> Tier |
     return None
 
 
+def with_tier(bundle: Bundle, given: DecisionInput) -> DecisionInput:
+    """`given` with the contact's tier, roles and caps filled in from the
+    bundle's tiers, as the gateway fills them: the tier whose condition holds
+    first, or the one named by ``contact.tier`` ("" for none) when given."""
+    contact = dict(given.contact)
+    if "tier" not in contact:
+        tier = tier_of(bundle, contact, given.now)
+    elif not contact["tier"]:
+        tier = None
+    else:
+        named = {t.id: t for t in bundle.tiers}
+        tier = named.get(str(contact["tier"]))
+        if tier is None:
+            raise PolicyError(
+                f"unknown tier {contact['tier']!r}; tiers.yaml defines "
+                f"{', '.join(named) or 'none'}"
+            )
+    contact.update(tier.context() if tier else NO_TIER)
+    return replace(given, contact=contact)
+
+
 @contextmanager
 def _current(given: DecisionInput) -> Iterator[None]:
     sends = CURRENT_SENDS.set(tuple(given.sends))
@@ -234,13 +256,20 @@ def _cap_reason(
     if cap.purposes and given.message.get("purpose") not in cap.purposes:
         step.detail = "message purpose not capped"
         return None
+    limit = cap.max
+    if cap.tier_cap:
+        tier = given.contact.get("tier") or "no tier"
+        limit = int((given.contact.get("tier_caps") or {}).get(cap.tier_cap, 0))
+        if limit < 1:
+            step.detail = f"the contact's tier ({tier}) has no {cap.tier_cap} cap"
+            return None
     counted = counted_sends(given.sends, given.now, cap)
-    step.detail = f"{len(counted)} of at most {cap.max} in the last {cap.window}"
-    if len(counted) < cap.max:
+    step.detail = f"{len(counted)} of at most {limit} in the last {_hours(cap.window)}"
+    if len(counted) < limit:
         return None
     # The cap clears when enough sends have left the window that one more fits:
     # the (n - max + 1)-th oldest send expires, not the oldest one.
-    clears = counted[len(counted) - cap.max] + cap.window
+    clears = counted[len(counted) - limit] + cap.window
     step.fired, step.not_before = True, clears
     return Reason(
         rule_id=cap.id,
@@ -251,6 +280,13 @@ def _cap_reason(
         not_before=clears,
         mode=cap.mode,
     )
+
+
+def _hours(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    if seconds % 3600:
+        return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    return f"{seconds // 3600}h"
 
 
 def counted_sends(

@@ -1,9 +1,10 @@
 """Re-deciding recorded decisions under a candidate bundle.
 
 Each decision's audit record holds its PII-free context (clock, contact,
-message, counted sends). `replay` evaluates that context under another bundle
-and reports which decisions would change, and by which rules, so the impact
-of a policy change is known before it ships.
+message, counted sends). `replay` evaluates that context under another
+bundle, placing the contact in the candidate's tiers, and reports which
+decisions would change, and by which rules, so the impact of a policy change
+is known before it ships.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.policy._bundle import Bundle
-from gateway.policy._engine import DecisionInput, SendRecord, evaluate
+from gateway.policy._engine import DecisionInput, SendRecord, evaluate, with_tier
+from gateway.policy._tiers import NO_TIER
 
 
 @dataclass
@@ -59,7 +61,7 @@ def replay(
             report.skipped += 1
             continue
         report.decisions += 1
-        decision = evaluate(bundle, given)
+        decision = evaluate(bundle, with_tier(bundle, given))
         before = {
             r["rule_id"]
             for r in body.get("reasons", [])
@@ -87,9 +89,11 @@ def _input(context: Any) -> DecisionInput | None:
         SendRecord(datetime.fromisoformat(s["at"]), s["channel"], s["purpose"])
         for s in context.get("sends", [])
     ]
+    # The tier is computed afresh, so a change to tiers.yaml is replayed too.
+    contact = {k: v for k, v in context["contact"].items() if k not in NO_TIER}
     return DecisionInput(
         now=datetime.fromisoformat(context["now"]),
-        contact=dict(context["contact"]),
+        contact=contact,
         message=dict(context["message"]),
         sends=sends,
     )

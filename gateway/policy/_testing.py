@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.errors import PolicyError
 from gateway.policy._bundle import Bundle
 from gateway.policy._cases import Case, load_cases
-from gateway.policy._engine import Decision, evaluate
+from gateway.policy._engine import Decision, evaluate, with_tier
 
 
 @dataclass
@@ -55,7 +56,11 @@ def run_tests(bundle: Bundle, folder: Path | None = None) -> TestReport:
     report = TestReport(cases=len(cases))
     report.coverage = {rule: Coverage() for rule in bundle.rule_ids()}
     for case in cases:
-        decision = evaluate(bundle, case.given)
+        try:
+            given = with_tier(bundle, case.given)
+        except PolicyError as exc:
+            raise PolicyError(f"{case.file}: case {case.name!r}: {exc}") from None
+        decision = evaluate(bundle, given)
         _count(report, decision)
         problem = _mismatch(case, decision)
         if problem:
