@@ -883,8 +883,9 @@ def policy_explain(input_file: Path, folder: Path | None) -> None:
     """Decide one input (YAML: at, contact, message, sends) and explain it."""
     with _refusing():
         bundle = load_bundle(folder or default_policies())
-        decision = evaluate(bundle, with_tier(bundle, read_input(input_file)))
-    for line in explain_lines(decision):
+        given = with_tier(bundle, read_input(input_file))
+        decision = evaluate(bundle, given)
+    for line in explain_lines(decision, tier=str(given.contact["tier"])):
         click.echo(line)
 
 

@@ -149,6 +149,7 @@ def test_explain_names_the_rules_their_variables_and_when_a_defer_clears(
     text = result.output
     quiet = "rule quiet-hours.outside-window [defer, enforce]: fired"
     assert f"{quiet}, clears 2026-12-08T13:00:00Z" in text
+    assert "contact tier: new-high-intent" in lines
     cap = "cap frequency-caps.marketing-3-per-24h [defer, enforce]: fired"
     assert f"{cap}, clears 2026-12-08T22:30:00Z (3 of at most 3" in text
     tier_cap = "cap tiers.marketing-per-day [defer, enforce]: fired"

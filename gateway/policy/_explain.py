@@ -12,8 +12,9 @@ def _at(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
 
 
-def explain_lines(decision: Decision) -> Iterator[str]:
-    """The decision and its trace as text a compliance officer can read."""
+def explain_lines(decision: Decision, tier: str | None = None) -> Iterator[str]:
+    """The decision and its trace as text a compliance officer can read;
+    `tier` is the contact's tier when the caller knows it ("" for none)."""
     yield f"decision: {decision.outcome}" + (
         f" until {_at(decision.not_before)}" if decision.not_before else ""
     )
@@ -23,6 +24,8 @@ def explain_lines(decision: Decision) -> Iterator[str]:
     for reason in decision.reported:
         yield f"  [{reason.mode}] {reason.effect} {reason.rule_id}: {reason.message}"
     yield f"bundle: {decision.bundle_hash}"
+    if tier is not None:
+        yield f"contact tier: {tier or 'none'}"
     for policy in decision.trace:
         yield ""
         yield f"policy {policy.policy_id}: {policy.status}" + (
