@@ -7,7 +7,9 @@ of two below n. The distinct prefixes keep a leaf from ever posing as a node.
 
 Invariants: every function here is pure; `CompactRange` holds one subtree
 root per set bit of its size, so a root over N leaves costs O(N) time and
-O(log N) memory. Proof *generation* needs the leaf hashes; proof
+O(log N) memory. Proof *generation* needs the leaf hashes: `inclusion_proof`
+and `consistency_proof` take them all, as the reference; `StreamingTree`
+takes them one at a time and gives the same proofs in O(log N) memory. Proof
 *verification* needs only the proof, the sizes and the roots. Verifiers raise
 `ProofError` and nothing else on any bad input.
 """
@@ -15,6 +17,7 @@ O(log N) memory. Proof *generation* needs the leaf hashes; proof
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -98,17 +101,10 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     size = len(leaf_hashes)
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is outside a tree of {size} leaves")
-    siblings: list[bytes] = []
-    low, high = 0, size
-    while high - low > 1:
-        split = low + _largest_power_of_two_below(high - low)
-        if index < split:
-            siblings.append(_range_root(leaf_hashes, split, high))
-            high = split
-        else:
-            siblings.append(_range_root(leaf_hashes, low, split))
-            low = split
-    return siblings[::-1]
+    return [
+        _range_root(leaf_hashes, low, high)
+        for low, high in _inclusion_ranges(index, size)
+    ]
 
 
 def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -122,20 +118,158 @@ def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes
         raise ValueError(
             f"old size {old_size} must be between 1 and the tree size {size}"
         )
-    # SUBPROOF(m, D[low:high], complete), unrolled: each level adds one
-    # subtree root after the proof of the level below it.
-    upper: list[bytes] = []
-    low, high, complete = 0, size, True
-    while old_size - low != high - low:
-        split = low + _largest_power_of_two_below(high - low)
-        if old_size <= split:
-            upper.append(_range_root(leaf_hashes, split, high))
-            high = split
-        else:
-            upper.append(_range_root(leaf_hashes, low, split))
-            low, complete = split, False
-    base = [] if complete else [_range_root(leaf_hashes, low, high)]
-    return base + upper[::-1]
+    return [
+        _range_root(leaf_hashes, low, high)
+        for low, high in _consistency_ranges(old_size, size)
+    ]
+
+
+class StreamingTree:
+    """A tree fed one leaf hash at a time: its roots and proofs, O(log n) memory.
+
+    A proof depends on the size of the tree it is for, so name that size, and
+    the proofs wanted, before the first leaf; then `append` leaf hashes 0, 1,
+    2 ... in order, and read:
+
+    - `root`: the root of the leaves appended so far;
+    - `old_root`: the root of the first ``old_size`` leaves;
+    - `consistency_proof`: PROOF(old_size, D[tree_size]), when 0 < old_size;
+    - `inclusion_proof`: PATH(index, D[tree_size]), when an index is given.
+
+    Each proof hash is the root of a range of leaves and the ranges of one
+    proof are disjoint, so each proof is built by hashing its ranges as their
+    leaves stream by, one range at a time. The results equal those of
+    `root`, `inclusion_proof` and `consistency_proof` over the same leaves.
+    """
+
+    __slots__ = (
+        "_all",
+        "_consistency",
+        "_inclusion",
+        "_old_root",
+        "_old_size",
+        "_tree_size",
+    )
+
+    def __init__(
+        self,
+        tree_size: int | None = None,
+        *,
+        old_size: int = 0,
+        index: int | None = None,
+    ) -> None:
+        """Raise `ValueError` unless 0 <= old_size <= tree_size and index is a
+        leaf of the tree (an index needs a tree size)."""
+        if old_size < 0 or (tree_size is not None and old_size > tree_size):
+            raise ValueError(
+                f"old size {old_size} must be between 0 and the tree size {tree_size}"
+            )
+        self._tree_size = tree_size
+        self._old_size = old_size
+        self._all = CompactRange()
+        self._old_root = EMPTY_ROOT if old_size == 0 else None
+        self._inclusion: _RangeRoots | None = None
+        self._consistency: _RangeRoots | None = None
+        if index is not None:
+            if tree_size is None or not 0 <= index < tree_size:
+                raise ValueError(
+                    f"leaf index {index} is outside a tree of {tree_size} leaves"
+                )
+            self._inclusion = _RangeRoots(_inclusion_ranges(index, tree_size))
+        if tree_size is not None and old_size > 0:
+            self._consistency = _RangeRoots(_consistency_ranges(old_size, tree_size))
+
+    @property
+    def size(self) -> int:
+        """The number of leaves appended so far."""
+        return self._all.size
+
+    @property
+    def old_size(self) -> int:
+        """The size whose root `old_root` gives."""
+        return self._old_size
+
+    def append(self, leaf: bytes) -> None:
+        """Append the leaf *hash* at index `size`; `ValueError` past tree_size."""
+        index = self._all.size
+        if index == self._tree_size:
+            raise ValueError(f"the tree holds {index} leaves; cannot append another")
+        self._all.append(leaf)
+        if self._all.size == self._old_size:
+            self._old_root = self._all.root()
+        for proof in (self._inclusion, self._consistency):
+            if proof is not None:
+                proof.append(index, leaf)
+
+    def root(self) -> bytes:
+        """Return the root of the tree of the leaves appended so far."""
+        return self._all.root()
+
+    def old_root(self) -> bytes:
+        """Return the root of the first ``old_size`` leaves; `ValueError` if
+        fewer were appended."""
+        if self._old_root is None:
+            raise ValueError(
+                f"{self.size} leaves appended, fewer than the old size {self._old_size}"
+            )
+        return self._old_root
+
+    def inclusion_proof(self) -> list[bytes]:
+        """Return PATH(index, D[tree_size]), leaf to root; `ValueError` if no
+        index was given or not every leaf was appended."""
+        if self._inclusion is None:
+            raise ValueError("no leaf index was given for an inclusion proof")
+        self._check_complete()
+        return self._inclusion.roots()
+
+    def consistency_proof(self) -> list[bytes]:
+        """Return PROOF(old_size, D[tree_size]); `ValueError` if the old size
+        is 0 (a proof from the empty tree proves nothing) or not every leaf
+        was appended."""
+        if self._consistency is None:
+            raise ValueError(
+                "a consistency proof needs a tree size and an old size above 0"
+            )
+        self._check_complete()
+        return self._consistency.roots()
+
+    def _check_complete(self) -> None:
+        if self.size != self._tree_size:
+            raise ValueError(
+                f"a proof in a tree of {self._tree_size} leaves needs them all, "
+                f"found {self.size}"
+            )
+
+
+class _RangeRoots:
+    """The roots of disjoint ranges of leaves, each hashed as they stream by.
+
+    Holds the hashes found so far and one compact range, of the range being
+    hashed: O(log n) hashes for the ranges of one proof.
+    """
+
+    __slots__ = ("_current", "_found", "_pending")
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        self._found = [b""] * len(ranges)
+        self._pending = deque(
+            sorted((low, high, position) for position, (low, high) in enumerate(ranges))
+        )
+        self._current = CompactRange()
+
+    def append(self, index: int, leaf: bytes) -> None:
+        if not self._pending or index < self._pending[0][0]:
+            return
+        _, high, position = self._pending[0]
+        self._current.append(leaf)
+        if index + 1 == high:
+            self._found[position] = self._current.root()
+            self._current = CompactRange()
+            self._pending.popleft()
+
+    def roots(self) -> list[bytes]:
+        """The roots, in the order the ranges were given."""
+        return list(self._found)
 
 
 def verify_inclusion(
@@ -281,6 +415,42 @@ def verify_consistency(
             f"consistency proof: leads to new root {new_computed.hex()}, "
             f"expected {new_root.hex()} for size {new_size}"
         )
+
+
+def _inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges [low, high) whose roots make PATH(index, D[size]), from
+    the leaf up (RFC 9162 section 2.1.3.1): at each level, the half of the
+    tree that does not hold the leaf."""
+    ranges: list[tuple[int, int]] = []
+    low, high = 0, size
+    while high - low > 1:
+        split = low + _largest_power_of_two_below(high - low)
+        if index < split:
+            ranges.append((split, high))
+            high = split
+        else:
+            ranges.append((low, split))
+            low = split
+    return ranges[::-1]
+
+
+def _consistency_ranges(old_size: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges [low, high) whose roots make PROOF(old_size, D[size])
+    (RFC 9162 section 2.1.4.1)."""
+    # SUBPROOF(m, D[low:high], complete), unrolled: each level adds one
+    # subtree after the proof of the level below it.
+    upper: list[tuple[int, int]] = []
+    low, high, complete = 0, size, True
+    while old_size - low != high - low:
+        split = low + _largest_power_of_two_below(high - low)
+        if old_size <= split:
+            upper.append((split, high))
+            high = split
+        else:
+            upper.append((low, split))
+            low, complete = split, False
+    base = [] if complete else [(low, high)]
+    return base + upper[::-1]
 
 
 def _largest_power_of_two_below(n: int) -> int:

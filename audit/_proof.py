@@ -10,13 +10,13 @@ sibling hashes in the proof from revealing anything about other records.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from audit._canonical import canonical_json
 from audit._checkpoint import open_checkpoint, read_unverified
-from audit._merkle import HASH_SIZE, inclusion_proof, leaf_hash, root, verify_inclusion
+from audit._merkle import HASH_SIZE, StreamingTree, leaf_hash, verify_inclusion
 from audit._record import AuditRecord, record_hash
 from audit.errors import (
     AuditFormatError,
@@ -102,32 +102,39 @@ class RecordProof:
 
 
 def prove(
-    records: Sequence[AuditRecord], seq: int, checkpoint_note: str
+    records: Iterable[AuditRecord], seq: int, checkpoint_note: str
 ) -> RecordProof:
     """Return the proof that record ``seq`` is in the log ``checkpoint_note`` signs.
 
     ``records`` is the log from record 1 on, at least as long as the
-    checkpoint's size. Raises `ValueError` if ``seq`` is not in the
-    checkpoint's tree, `ProofError` if the records do not hash to the
-    checkpoint's root (not the log that was signed).
+    checkpoint's size; it is read once, in O(log n) memory. Raises
+    `ValueError` if ``seq`` is not in the checkpoint's tree, `ProofError` if
+    the records do not hash to the checkpoint's root (not the log that was
+    signed).
     """
     checkpoint = read_unverified(checkpoint_note)
     if not 1 <= seq <= checkpoint.size:
         raise ValueError(f"seq {seq} is not in a checkpoint of size {checkpoint.size}")
-    if len(records) < checkpoint.size:
+    tree = StreamingTree(checkpoint.size, index=seq - 1)
+    record = None
+    for candidate in records:
+        if tree.size == checkpoint.size:
+            break
+        if tree.size == seq - 1:
+            record = candidate
+        tree.append(leaf_hash(record_leaf(candidate)))
+    if record is None or tree.size < checkpoint.size:
         raise ValueError(
-            f"{len(records)} records given for a checkpoint of size {checkpoint.size}"
+            f"{tree.size} records given for a checkpoint of size {checkpoint.size}"
         )
-    hashes = record_leaf_hashes(records[: checkpoint.size])
-    if root(hashes) != checkpoint.root_hash:
+    if tree.root() != checkpoint.root_hash:
         raise ProofError(
             f"the first {checkpoint.size} records do not hash to the checkpoint root "
             f"{checkpoint.root_hash.hex()}"
         )
-    record = records[seq - 1]
     if record.seq != seq:
         raise ValueError(f"record at position {seq} has seq {record.seq}")
-    path = [node.hex() for node in inclusion_proof(hashes, seq - 1)]
+    path = [node.hex() for node in tree.inclusion_proof()]
     return RecordProof(record, seq - 1, checkpoint.size, path, checkpoint_note)
 
 

@@ -90,32 +90,38 @@ def _read_key_file(path: Path, what: str) -> str:
 
 @dataclass(frozen=True)
 class Tree:
-    """A verified prefix of the log: its chain summary and its leaf hashes."""
+    """A verified prefix of the log: its chain summary and its Merkle tree,
+    hashed as the records streamed by (see `audit.StreamingTree`)."""
 
     summary: audit.ChainSummary
-    leaves: list[bytes]
-
-    def root(self, size: int) -> bytes:
-        """The Merkle root of the first `size` leaves."""
-        return audit.root(self.leaves[:size])
+    hashes: audit.StreamingTree
 
 
-def read_tree(records: Iterable[audit.AuditRecord], upto: int | None = None) -> Tree:
-    """Verify the chain of `records` up to seq `upto` and collect their leaves.
+def read_tree(
+    records: Iterable[audit.AuditRecord], upto: int | None = None, old_size: int = 0
+) -> Tree:
+    """Verify the chain of `records` up to seq `upto`, hashing its tree on the way.
 
-    Raises `audit.ChainBrokenError` (or another `audit.AuditError`) for the
-    first record that fails.
+    One pass, in O(log n) memory: the tree keeps its root, the root of its
+    first `old_size` records (a checkpoint's size) and, when `upto` is given
+    and not below `old_size`, the consistency proof from `old_size` to `upto`.
+    A record's leaf is hashed only once the chain verified up to it. Raises
+    `audit.ChainBrokenError` (or another `audit.AuditError`) for the first
+    record that fails.
     """
-    leaves: list[bytes] = []
+    planned = upto if upto is not None and old_size <= upto else None
+    hashes = audit.StreamingTree(planned, old_size=old_size)
 
-    def collect(stream: Iterable[audit.AuditRecord]) -> Iterator[audit.AuditRecord]:
+    def hash_leaves(
+        stream: Iterable[audit.AuditRecord],
+    ) -> Iterator[audit.AuditRecord]:
         for record in stream:
             if upto is not None and record.seq > upto:
                 return
-            leaves.append(audit.leaf_hash(audit.record_leaf(record)))
             yield record
+            hashes.append(audit.leaf_hash(audit.record_leaf(record)))
 
-    return Tree(audit.verify_chain(collect(records)), leaves)
+    return Tree(audit.verify_chain(hash_leaves(records)), hashes)
 
 
 def check_tree(tree: Tree, checkpoint: audit.Checkpoint) -> None:
@@ -124,8 +130,15 @@ def check_tree(tree: Tree, checkpoint: audit.Checkpoint) -> None:
     Plan:
       1. the log holds at least ``checkpoint.size`` records (not truncated);
       2. the root of its first ``checkpoint.size`` records is the signed root.
-    Raises `audit.CheckpointError` naming the failed step.
+    Raises `audit.CheckpointError` naming the failed step, and `ValueError`
+    if `tree` was not read for the checkpoint's size (see `read_tree`).
     """
+    if tree.hashes.old_size != checkpoint.size:
+        raise ValueError(
+            f"the tree was read for size {tree.hashes.old_size}, "
+            f"not the checkpoint's {checkpoint.size}"
+        )
+
     # Step 1: every signed record is still there.
     if tree.summary.count < checkpoint.size:
         raise audit.CheckpointError(
@@ -135,7 +148,7 @@ def check_tree(tree: Tree, checkpoint: audit.Checkpoint) -> None:
         )
 
     # Step 2: ... and unchanged.
-    derived = tree.root(checkpoint.size)
+    derived = tree.hashes.old_root()
     if derived != checkpoint.root_hash:
         raise audit.CheckpointError(
             f"the Merkle root of the first {checkpoint.size} records is "
@@ -170,7 +183,7 @@ class CheckpointService:
         with self._lock:
             stored, last = self._last()
             if last is not None:
-                check_tree(self._tree(), last)
+                check_tree(self._tree(last.size), last)
             return stored
 
     def sign_now(self) -> StoredCheckpoint | None:
@@ -179,7 +192,7 @@ class CheckpointService:
         Plan:
           1. read the audit head and the last stored checkpoint;
           2. skip when the log did not grow;
-          3. verify the chain up to the head and hash every record's leaf;
+          3. verify the chain up to the head, hashing its tree on the way;
           4. the records still give the last signed root at its size;
           5. prove the new tree consistent with the last and sign it;
           6. store the signed checkpoint.
@@ -204,7 +217,7 @@ class CheckpointService:
             return None
 
         # Step 3: the chain verifies up to the head.
-        tree = self._tree()
+        tree = self._tree(last_size)
 
         # Step 4: the log still holds the last signed tree.
         if last is not None:
@@ -212,8 +225,8 @@ class CheckpointService:
 
         # Step 5: the new head extends it, proven and signed.
         size = tree.summary.count
-        checkpoint = audit.Checkpoint(self.origin, size, tree.root(size))
-        proof = audit.consistency_proof(tree.leaves, last_size) if last_size else []
+        checkpoint = audit.Checkpoint(self.origin, size, tree.hashes.root())
+        proof = tree.hashes.consistency_proof() if last_size else []
         note = audit.CheckpointSigner(self._key, last).sign(checkpoint, proof)
 
         # Step 6: keep it, for the next signing and for export.
@@ -233,11 +246,11 @@ class CheckpointService:
         checkpoint = parse_stored(stored)
         return stored, checkpoint
 
-    def _tree(self) -> Tree:
+    def _tree(self, old_size: int) -> Tree:
         """Verify the chain up to the audit head; refuse if it ends elsewhere."""
         head_seq, head_hash = self._store.audit_head()
         try:
-            tree = read_tree(self._store.audit_records(), upto=head_seq)
+            tree = read_tree(self._store.audit_records(), head_seq, old_size)
         except audit.AuditError as exc:
             raise audit.CheckpointError(
                 f"the audit chain does not verify: {exc}"

@@ -374,10 +374,11 @@ def audit_verify(
         note = _read_file(checkpoint_path) if checkpoint_path is not None else None
         store = Store.open(settings.store_url(), migrate=False)
     try:
-        tree = read_tree(store.audit_records())
-        head_seq, head_hash = store.audit_head()
         if verifier is not None and note is None:
             note = _latest_note(store)
+        signed_size = 0 if note is None else audit.read_unverified(note).size
+        tree = read_tree(store.audit_records(), old_size=signed_size)
+        head_seq, head_hash = store.audit_head()
     except audit.AuditError as exc:
         _fail(str(exc))
     finally:
@@ -564,20 +565,23 @@ def _record_proof(
     """Build the proof of record `seq` against the stored `checkpoint`.
 
     Plan:
-      1. hash the leaves of the checkpoint's tree, streaming the records;
+      1. hash the checkpoint's tree, and the record's path in it, in one
+         pass over the records;
       2. they are all there and give the signed root (else it proves nothing);
       3. take the record and its inclusion proof.
     """
-    # Step 1: the signed tree's leaves.
-    leaves = list(store.leaf_hashes(checkpoint.size))
+    # Step 1: the signed tree, and the path, as the leaves stream by.
+    tree = audit.StreamingTree(checkpoint.size, index=seq - 1)
+    for leaf in store.leaf_hashes(checkpoint.size):
+        tree.append(leaf)
 
     # Step 2: still the tree that was signed.
-    if len(leaves) < checkpoint.size:
+    if tree.size < checkpoint.size:
         raise audit.CheckpointError(
-            f"the store holds {len(leaves)} records, but the checkpoint covers "
+            f"the store holds {tree.size} records, but the checkpoint covers "
             f"{checkpoint.size}: records cut from the end (log truncated)"
         )
-    if audit.root(leaves) != checkpoint.root_hash:
+    if tree.root() != checkpoint.root_hash:
         raise audit.CheckpointError(
             f"the first {checkpoint.size} records no longer give the signed root "
             f"{checkpoint.root_hash.hex()} (records rewritten)"
@@ -587,7 +591,7 @@ def _record_proof(
     record = store.audit_record(seq)
     if record is None:
         raise audit.CheckpointError(f"record {seq} is missing from the store")
-    path = [node.hex() for node in audit.inclusion_proof(leaves, seq - 1)]
+    path = [node.hex() for node in tree.inclusion_proof()]
     return audit.RecordProof(record, seq - 1, checkpoint.size, path, note)
 
 

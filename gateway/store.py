@@ -5,14 +5,20 @@ a PostgreSQL URL works the same. The schema is created by the Alembic
 migrations in `gateway/migrations`.
 
 Invariants:
+- Every write that appends to the audit log is a unit of work committed in a
+  group (`gateway._group_commit`): the group's transaction first locks the
+  single `audit_head` row, so the chain never forks, even with several
+  gateways on one database (on SQLite every write transaction is BEGIN
+  IMMEDIATE, which serialises writers; on PostgreSQL the head row is locked
+  with SELECT ... FOR UPDATE). Each unit runs in a SAVEPOINT: a unit that
+  fails is rolled back alone and its caller gets its error; the others
+  commit. A caller returns only once its group has committed.
 - A decision, its audit record, its frequency-cap reservation and its
-  idempotency entry are written in one transaction, while the contact's row is
-  locked, so concurrent requests for one contact see each other's sends and a
-  cap can never be exceeded (on SQLite every write transaction is BEGIN
-  IMMEDIATE, which serialises writers; on PostgreSQL the contact row is
-  locked with SELECT ... FOR UPDATE).
-- Audit records are appended under a lock on the single `audit_head` row, so
-  the chain never forks, even with several gateways on one database.
+  idempotency entry are one unit, written while the contact's row is locked,
+  so concurrent requests for one contact see each other's sends and a cap can
+  never be exceeded.
+- Locks are taken in one order, the audit head before any contact row, so
+  writers on several gateways cannot deadlock.
 - Phone numbers and e-mail addresses live only in `contacts`.
 """
 
@@ -21,11 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -36,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import audit
 from gateway import models
+from gateway._group_commit import GroupCommitter, Unit
 from gateway.consent import ConsentEntry
 from gateway.errors import ContactNotFoundError, KeyReusedError, StoreError
 
@@ -43,6 +50,11 @@ log = logging.getLogger(__name__)
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+GROUP_LIMIT: Final = 256
+"""At most this many audited writes share one transaction."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.committer = GroupCommitter(self._commit_group, GROUP_LIMIT)
+        """Commits every write that appends to the audit log, in groups."""
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> Store:
@@ -199,17 +213,21 @@ class Store:
         channel also marks the contact for removal from every ad audience.
         Returns (contact_id, audit seq, ledger entry id).
         """
-        with self._sessions.begin() as session:
+
+        def work(writer: _Writer) -> tuple[str, int, int]:
+            session = writer.session
             row = _find(session, ref, lock=True)
             if guard is not None:
                 guard(_snapshot(session, row, None))
-            seq = _append_audit(session, "consent", audit_body(row.contact_id))
+            seq = writer.append("consent", audit_body(row.contact_id))
             consent = models.Consent(contact_pk=row.id, audit_seq=seq, **entry)
             session.add(consent)
             if not entry["granted"] and entry["channel"] == "*":
                 row.audience_removal_due = True
             session.flush()
             return row.contact_id, seq, consent.id
+
+        return self._write(work)
 
     def find_by_address(self, kind: str, address: str) -> list[ContactRef]:
         """Every contact whose phone (E.164) or e-mail is `address`: an
@@ -226,24 +244,25 @@ class Store:
     def erase(self, ref: ContactRef, now: datetime) -> tuple[str, int]:
         """Remove a contact's personal data; keep the PII-free ledger and the
         audit chain, and append the erasure to it. Returns (contact_id, seq)."""
-        with self._sessions.begin() as session:
-            row = _find(session, ref, lock=True)
+
+        def work(writer: _Writer) -> tuple[str, int]:
+            row = _find(writer.session, ref, lock=True)
             row.phone_e164 = row.email = row.time_zone = row.region = None
             row.external_id = f"erased:{row.contact_id}"
             row.attributes = {}
             row.do_not_contact = True
             row.erased_at = row.updated_at = now
-            session.execute(
+            writer.session.execute(
                 sa.update(models.Event)
                 .where(models.Event.contact_pk == row.id)
                 .values(attributes={})
             )
-            seq = _append_audit(
-                session,
-                "erasure",
-                {"contact_id": row.contact_id, "erased_at": now.isoformat()},
+            seq = writer.append(
+                "erasure", {"contact_id": row.contact_id, "erased_at": now.isoformat()}
             )
             return row.contact_id, seq
+
+        return self._write(work)
 
     def contact_ids(self) -> list[str]:
         """Pseudonymous ids of every contact not erased, in creation order."""
@@ -302,7 +321,9 @@ class Store:
         now: datetime,
     ) -> int:
         """Record what the platform accepted, and the sync in the audit log."""
-        with self._sessions.begin() as session:
+
+        def work(writer: _Writer) -> int:
+            session = writer.session
             pks = dict(
                 session.execute(
                     sa.select(models.Contact.contact_id, models.Contact.id).where(
@@ -328,7 +349,9 @@ class Store:
                         models.AudienceMemberRow.contact_pk.in_(gone),
                     )
                 )
-            return _append_audit(session, "audience_sync", body)
+            return writer.append("audience_sync", body)
+
+        return self._write(work)
 
     def audience_removals(self) -> list[str]:
         """Pseudonymous ids of contacts that must leave every ad audience."""
@@ -354,14 +377,17 @@ class Store:
         A `touch` (a message sent outside the gateway) is also written as a
         send, so that frequency caps count it.
         """
-        with self._sessions.begin() as session:
-            row = _find(session, ref, lock=True)
+
+        def work(writer: _Writer) -> tuple[str, str, int]:
+            row = _find(writer.session, ref, lock=True)
             row.stage = new_stage(row.stage)
             row.updated_at = entry["occurred_at"]
-            seq = _append_audit(session, "event", audit_body(row.contact_id, row.stage))
-            session.add(models.Event(contact_pk=row.id, audit_seq=seq, **entry))
-            _reserve(session, row.id, touch, seq)
+            seq = writer.append("event", audit_body(row.contact_id, row.stage))
+            writer.session.add(models.Event(contact_pk=row.id, audit_seq=seq, **entry))
+            _reserve(writer.session, row.id, touch, seq)
             return row.contact_id, row.stage, seq
+
+        return self._write(work)
 
     # -- decisions ----------------------------------------------------------
 
@@ -380,13 +406,14 @@ class Store:
     ) -> tuple[Mapping[str, Any], bool, ContactSnapshot | None]:
         """Decide one message atomically.
 
-        Under the contact's lock: replay a stored answer for the key, or call
-        `decide(snapshot, next_audit_seq)`, append its audit record, reserve its
-        send and store its answer. Returns (response, replayed, snapshot).
-        A key already used for a different request raises `KeyReusedError`.
-        Two requests racing with one key for two contacts lock different rows;
-        the loser's transaction fails on the key's unique index, is rolled back
-        whole (audit record included) and is tried once more, as a replay.
+        In one unit of work, under the contact's lock: replay a stored answer
+        for the key, or call `decide(snapshot, next_audit_seq)`, append its
+        audit record, reserve its send and store its answer. Returns
+        (response, replayed, snapshot). `decide` runs on whichever thread
+        commits the group. A key already used for a different request raises
+        `KeyReusedError`. A unit that fails on the key's unique index (a key
+        stored outside the audit lock, by `remember`) is rolled back whole,
+        audit record included, and tried once more.
         """
         for attempt in (1, 2):
             try:
@@ -407,7 +434,11 @@ class Store:
         request_digest: str,
         decide: Callable[[ContactSnapshot, int], Verdict],
     ) -> tuple[Mapping[str, Any], bool, ContactSnapshot | None]:
-        with self._sessions.begin() as session:
+
+        def work(
+            writer: _Writer,
+        ) -> tuple[Mapping[str, Any], bool, ContactSnapshot | None]:
+            session = writer.session
             row = _find(session, ref, lock=True)
             stored = _stored_decision(session, idempotency_key)
             if stored is not None:
@@ -417,12 +448,13 @@ class Store:
                     )
                 return stored[1], True, None
             snap = _snapshot(session, row, since)
-            head = _lock_head(session)
-            verdict = decide(snap, head.seq + 1)
-            _append_audit(session, "decision", verdict.audit_body, head)
-            _reserve(session, row.id, verdict.reservation, head.seq)
+            verdict = decide(snap, writer.seq + 1)
+            seq = writer.append("decision", verdict.audit_body)
+            _reserve(session, row.id, verdict.reservation, seq)
             session.add(_decision_row(idempotency_key, request_digest, verdict))
             return verdict.response, False, snap
+
+        return self._write(work)
 
     def claim_delivery(
         self, idempotency_key: str, now: datetime, stale_after: float
@@ -462,9 +494,10 @@ class Store:
         response_update: Callable[[int], Mapping[str, Any]],
     ) -> int:
         """Append a delivery outcome and store it with the decision's answer."""
-        with self._sessions.begin() as session:
-            seq = _append_audit(session, "delivery", audit_body)
-            row = session.scalar(
+
+        def work(writer: _Writer) -> int:
+            seq = writer.append("delivery", audit_body)
+            row = writer.session.scalar(
                 sa.select(models.DecisionRow).where(
                     models.DecisionRow.idempotency_key == idempotency_key
                 )
@@ -473,12 +506,41 @@ class Store:
                 row.response = {**row.response, **response_update(seq)}
             return seq
 
+        return self._write(work)
+
     # -- audit --------------------------------------------------------------
 
     def append_audit(self, kind: str, body: Mapping[str, Any]) -> int:
-        """Append one audit record in its own transaction; return its seq."""
+        """Append one audit record; return its seq once it is committed."""
+        return self._write(lambda writer: writer.append(kind, body))
+
+    def _write(self, work: Callable[[_Writer], T]) -> T:
+        """Run `work` in the next group commit; return what it returned."""
+        return self.committer.submit(work)
+
+    def _commit_group(self, group: Sequence[Unit[_Writer, Any]]) -> None:
+        """Apply each unit in its own SAVEPOINT, then commit them all at once.
+
+        Plan:
+          1. begin, and lock the audit head (the one writer at a time);
+          2. run each unit; one that raises is rolled back to its savepoint,
+             the head moved back, and it alone fails (a unit alone in its
+             group needs no savepoint: its error rolls back the transaction);
+          3. point the head row at the last record appended, and commit.
+        """
+        # Step 1: the head, locked until the commit.
         with self._sessions.begin() as session:
-            return _append_audit(session, kind, body)
+            writer = _Writer(session)
+
+            # Step 2: every unit, each in its savepoint if it has company.
+            if len(group) == 1:
+                group[0].succeed(group[0].work(writer))
+            else:
+                for unit in group:
+                    _apply_in_savepoint(unit, writer)
+
+            # Step 3: one head update and one commit for the whole group.
+            writer.save()
 
     def audit_records(self, batch: int = 1000) -> Iterator[audit.AuditRecord]:
         """Every audit record in stored order (by seq), read in batches."""
@@ -784,43 +846,76 @@ def _reserve(
     )
 
 
-def _lock_head(session: Session) -> models.AuditHead:
-    head = session.scalar(
-        sa.select(models.AuditHead).where(models.AuditHead.id == 1).with_for_update()
-    )
-    if head is None:
-        raise StoreError("audit_head row is missing: the store was not migrated")
-    return head
+def _apply_in_savepoint(unit: Unit[_Writer, Any], writer: _Writer) -> None:
+    mark = writer.seq, writer.hash
+    try:
+        with writer.session.begin_nested():
+            result = unit.work(writer)
+    except Exception as exc:
+        writer.seq, writer.hash = mark
+        unit.fail(exc)
+    else:
+        unit.succeed(result)
 
 
-def _append_audit(
-    session: Session,
-    kind: str,
-    body: Mapping[str, Any],
-    head: models.AuditHead | None = None,
-) -> int:
-    """Append one record after the locked head; return its seq."""
-    head = head or _lock_head(session)
-    prev = None
-    if head.seq:
-        prev = audit.AuditRecord(
-            seq=head.seq, recorded_at="", kind="", body={}, prev_hash="", hash=head.hash
+_LOCK_HEAD: Final = (
+    sa.select(models.AuditHead.seq, models.AuditHead.hash)
+    .where(models.AuditHead.id == 1)
+    .with_for_update()
+)
+_MOVE_HEAD: Final = (
+    sa.update(models.AuditHead)
+    .where(models.AuditHead.id == 1)
+    .values(seq=sa.bindparam("head_seq"), hash=sa.bindparam("head_hash"))
+)
+
+
+class _Writer:
+    """What a unit of work is given: the group's session, and the audit
+    chain's head, locked from the first unit of the group to its commit."""
+
+    def __init__(self, session: Session) -> None:
+        head = session.execute(_LOCK_HEAD).one_or_none()
+        if head is None:
+            raise StoreError("audit_head row is missing: the store was not migrated")
+        self.session = session
+        self.seq: int = head.seq
+        self.hash: str = head.hash
+        self._locked = (self.seq, self.hash)
+
+    def append(self, kind: str, body: Mapping[str, Any]) -> int:
+        """Append one record after the head; return its seq."""
+        prev = None
+        if self.seq:
+            prev = audit.AuditRecord(
+                seq=self.seq,
+                recorded_at="",
+                kind="",
+                body={},
+                prev_hash="",
+                hash=self.hash,
+            )
+        record = audit.make_record(prev, kind, dict(body), _rfc3339(_now()))
+        self.session.add(
+            models.AuditRow(
+                seq=record.seq,
+                recorded_at=record.recorded_at,
+                kind=record.kind,
+                body=audit.canonical_json(dict(record.body)).decode("utf-8"),
+                prev_hash=record.prev_hash,
+                hash=record.hash,
+                salt=record.salt,
+            )
         )
-    record = audit.make_record(prev, kind, dict(body), _rfc3339(_now()))
-    session.add(
-        models.AuditRow(
-            seq=record.seq,
-            recorded_at=record.recorded_at,
-            kind=record.kind,
-            body=audit.canonical_json(dict(record.body)).decode("utf-8"),
-            prev_hash=record.prev_hash,
-            hash=record.hash,
-            salt=record.salt,
-        )
-    )
-    head.seq, head.hash = record.seq, record.hash
-    session.flush()
-    return record.seq
+        self.seq, self.hash = record.seq, record.hash
+        return record.seq
+
+    def save(self) -> None:
+        """Point the head row at the last record appended, if any was."""
+        if (self.seq, self.hash) != self._locked:
+            self.session.connection().execute(
+                _MOVE_HEAD, {"head_seq": self.seq, "head_hash": self.hash}
+            )
 
 
 def _to_record(row: models.AuditRow) -> audit.AuditRecord:

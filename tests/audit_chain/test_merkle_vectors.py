@@ -1,7 +1,8 @@
 """RFC 6962 Merkle tree against the vectors of tests/data/rfc6962.json.
 
 Every root, every inclusion and consistency probe, and every derived proof
-runs as its own case, named after the vector it comes from.
+runs as its own case, named after the vector it comes from. Roots and derived
+proofs are checked both in memory and streamed (`StreamingTree`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from audit import (
     NODE_PREFIX,
     CompactRange,
     ProofError,
+    StreamingTree,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -32,6 +34,15 @@ VECTORS: dict[str, Any] = json.loads(
 TREE = VECTORS["tree"]
 LEAF_INPUTS = [bytes.fromhex(x) for x in TREE["leaf_inputs_hex"]]
 LEAF_HASHES = [bytes.fromhex(x) for x in TREE["leaf_hashes_hex"]]
+
+
+def _streamed(
+    size: int, *, old_size: int = 0, index: int | None = None
+) -> StreamingTree:
+    tree = StreamingTree(size, old_size=old_size, index=index)
+    for leaf in LEAF_HASHES[:size]:
+        tree.append(leaf)
+    return tree
 
 
 def _probe_id(probe: dict[str, Any]) -> str:
@@ -69,6 +80,9 @@ def test_root_for_every_size(size: int, expected: str) -> None:
     for leaf in LEAF_HASHES[:size]:
         compact.append(leaf)
     assert (compact.size, compact.root().hex()) == (size, expected)
+
+    streamed = _streamed(size, old_size=size)
+    assert streamed.root().hex() == streamed.old_root().hex() == expected
 
 
 @pytest.mark.parametrize(
@@ -124,6 +138,7 @@ def test_derived_inclusion_proof(case: dict[str, Any]) -> None:
     proof = inclusion_proof(LEAF_HASHES[:size], index)
 
     assert [node.hex() for node in proof] == case["proof"]
+    assert _streamed(size, index=index).inclusion_proof() == proof
     root_hash = bytes.fromhex(TREE["root_by_size_hex"][str(size)])
     verify_inclusion(bytes.fromhex(case["leafHash"]), index, size, proof, root_hash)
 
@@ -141,6 +156,7 @@ def test_derived_consistency_proof(case: dict[str, Any]) -> None:
     proof = consistency_proof(LEAF_HASHES[:new], old)
 
     assert [node.hex() for node in proof] == case["proof"]
+    assert _streamed(new, old_size=old).consistency_proof() == proof
     roots = TREE["root_by_size_hex"]
     verify_consistency(
         old, new, bytes.fromhex(roots[str(old)]), bytes.fromhex(roots[str(new)]), proof
