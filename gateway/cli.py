@@ -377,8 +377,11 @@ def audit_verify(
         if verifier is not None and note is None:
             note = _latest_note(store)
         signed_size = 0 if note is None else audit.read_unverified(note).size
-        tree = read_tree(store.audit_records(), old_size=signed_size)
+        # The head first: records a running gateway appends meanwhile lie
+        # beyond it and are left for the next verification.
         head_seq, head_hash = store.audit_head()
+        tree = read_tree(store.audit_records(upto=head_seq), old_size=signed_size)
+        beyond = store.records_beyond_head()
     except audit.AuditError as exc:
         _fail(str(exc))
     finally:
@@ -389,6 +392,11 @@ def audit_verify(
             f"the store's audit head is record {head_seq} ({head_hash[:16]}...) "
             f"but the chain ends at record {summary.head_seq} "
             f"({summary.head_hash[:16]}...): records were removed or added"
+        )
+    if beyond:
+        _fail(
+            f"{beyond} audit record(s) lie after the store's audit head (record "
+            f"{head_seq}): records were added outside the gateway"
         )
     line = (
         f"OK: {summary.count} records, "

@@ -542,22 +542,42 @@ class Store:
             # Step 3: one head update and one commit for the whole group.
             writer.save()
 
-    def audit_records(self, batch: int = 1000) -> Iterator[audit.AuditRecord]:
-        """Every audit record in stored order (by seq), read in batches."""
+    def audit_records(
+        self, batch: int = 1000, upto: int | None = None
+    ) -> Iterator[audit.AuditRecord]:
+        """Every audit record in stored order (by seq), read in batches; with
+        `upto`, only those up to that seq."""
         last = 0
         while True:
+            query = sa.select(models.AuditRow).where(models.AuditRow.seq > last)
+            if upto is not None:
+                query = query.where(models.AuditRow.seq <= upto)
             with self._sessions.begin() as session:
                 rows = session.scalars(
-                    sa.select(models.AuditRow)
-                    .where(models.AuditRow.seq > last)
-                    .order_by(models.AuditRow.seq)
-                    .limit(batch)
+                    query.order_by(models.AuditRow.seq).limit(batch)
                 ).all()
             if not rows:
                 return
             for row in rows:
                 yield _to_record(row)
             last = rows[-1].seq
+
+    def records_beyond_head(self) -> int:
+        """How many audit records lie after the head row's seq: none, unless
+        something other than the gateway wrote them (one statement, so a
+        concurrent append cannot be counted)."""
+        beyond = (
+            sa.select(sa.func.count())
+            .select_from(models.AuditRow)
+            .where(
+                models.AuditRow.seq
+                > sa.select(models.AuditHead.seq)
+                .where(models.AuditHead.id == 1)
+                .scalar_subquery()
+            )
+        )
+        with self._sessions.begin() as session:
+            return int(session.scalar(beyond) or 0)
 
     def audit_record(self, seq: int) -> audit.AuditRecord | None:
         """One audit record by sequence number, if it exists."""
@@ -578,9 +598,7 @@ class Store:
     def leaf_hashes(self, upto: int | None = None) -> Iterator[bytes]:
         """The RFC 6962 leaf hash of each record up to seq `upto` (all if None),
         in seq order, streaming (see `audit.record_leaf`)."""
-        for record in self.audit_records():
-            if upto is not None and record.seq > upto:
-                return
+        for record in self.audit_records(upto=upto):
             yield audit.leaf_hash(audit.record_leaf(record))
 
     def contact_audit_records(self, contact_id: str) -> Iterator[audit.AuditRecord]:

@@ -435,3 +435,38 @@ def test_appending_then_signing_always_verifies(
     if leaves:
         assert signed[-1].size == len(leaves)
         assert signed[-1].root_hash == audit.root(leaves)
+
+
+def test_verify_on_a_live_store_checks_up_to_the_head_it_read_first(
+    audited: tuple[Gateway, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway, url = audited
+    reading = Store.audit_records
+
+    def appended_meanwhile(store: Store, *args: object, **kwargs: object) -> object:
+        _campaign(gateway, 10, 1)  # a running gateway writes during the check
+        return reading(store, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "audit_records", appended_meanwhile)
+    code, output = _cli("audit", "verify", "--db", url)
+
+    assert code == 0, output
+    assert output.startswith("OK: 9 records, head seq 9"), output
+    assert gateway.store.audit_head()[0] == 12
+
+
+def test_a_record_written_after_the_head_outside_the_gateway_is_reported(
+    audited: tuple[Gateway, str],
+) -> None:
+    gateway, url = audited
+    _exec(
+        gateway.store,
+        "INSERT INTO audit_records (seq, recorded_at, kind, body, prev_hash, hash,"
+        " salt) SELECT 10, recorded_at, kind, body, hash, hash, salt"
+        " FROM audit_records WHERE seq = 9",
+    )
+
+    code, output = _cli("audit", "verify", "--db", url)
+
+    assert code == 1
+    assert "1 audit record(s) lie after the store's audit head (record 9)" in output
