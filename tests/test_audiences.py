@@ -1,4 +1,4 @@
-"""Tiers synced to ad platforms (local mock servers), and suppression at once."""
+"""Tiers synced to ad platforms (their local stand-ins), and suppression at once."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from ad_platform_mocks import GoogleMock, MetaMock, serve
 
 import audit
+from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.app import Settings, build_gateway
 from gateway.audiences import AudienceSync
 from gateway.errors import InvalidRequestError
@@ -35,16 +35,16 @@ PEOPLE = {
 
 
 @pytest.fixture
-def mocks() -> Iterator[tuple[MetaMock, GoogleMock, str, str]]:
-    meta = MetaMock(token=TOKEN)
-    google = GoogleMock(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
+def mocks() -> Iterator[tuple[LocalMeta, LocalGoogle, str, str]]:
+    meta = LocalMeta(token=TOKEN)
+    google = LocalGoogle(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
     with serve(meta) as meta_url, serve(google) as google_url:
         yield meta, google, meta_url, google_url
 
 
 @pytest.fixture
 def gateway(
-    tmp_path: Path, store_url: str, mocks: tuple[MetaMock, GoogleMock, str, str]
+    tmp_path: Path, store_url: str, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> Iterator[Gateway]:
     _, _, meta_url, google_url = mocks
     settings = Settings(
@@ -87,7 +87,7 @@ def _id(gateway: Gateway, name: str) -> str:
 
 
 def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, google, _, _ = mocks
     sync = AudienceSync(gateway)
@@ -113,7 +113,7 @@ def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
 
 
 def test_a_conversion_leaves_every_audience_of_its_old_tier_at_once(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, google, _, _ = mocks
     sync = AudienceSync(gateway)
@@ -136,7 +136,7 @@ def test_a_conversion_leaves_every_audience_of_its_old_tier_at_once(
 
 
 def test_an_opt_out_removes_the_contact_from_every_audience(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, _, _, _ = mocks
     AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
