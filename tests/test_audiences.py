@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
 import audit
 from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
@@ -176,3 +177,29 @@ def test_sync_audience_over_grpc(gateway: Gateway) -> None:
     assert (answer.added, answer.audience_id) == (2, "tg-new-high-intent")
     assert dict(answer.excluded_by_rule)["suppression.do-not-contact"] == 1
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_tier_sync_takes_a_few_transactions_not_some_per_member(
+    gateway: Gateway,
+) -> None:
+    """Regression: a sync read every contact in its own transaction and
+    audited every member decision in a transaction (a commit) of its own."""
+    for i in range(40):
+        ref = ContactRef(external_id=f"more{i}")
+        gateway.upsert_contact(
+            ContactInput(external_id=ref.external_id, phone=f"+1212555{200 + i:04d}")
+        )
+        gateway.record_consent(
+            ref, channel="meta", purpose="advertising", granted=True, source="web_form"
+        )
+    begins: list[object] = []
+    sa.event.listen(gateway.store.engine, "begin", begins.append)
+
+    report = AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+
+    assert (report.considered, report.added) == (44, 42)
+    assert len(begins) <= 6  # members, 2 batches of contacts, audit, membership
+    decisions = [
+        r for r in gateway.store.audit_records() if r.kind == "audience_decision"
+    ]
+    assert len(decisions) == 44
