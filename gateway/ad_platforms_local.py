@@ -79,6 +79,17 @@ class _Platform:
         with self.lock:
             return set(self.audiences.get(audience_id, ()))
 
+    def holds(self, audience_id: str, digest: str) -> bool:
+        """Whether an audience holds `digest` now."""
+        with self.lock:
+            return digest in self.audiences.get(audience_id, ())
+
+    def last_change(self, audience_id: str, digest: str) -> tuple[str, float] | None:
+        """("add" or "remove", `time.monotonic` arrival of its request) of the
+        last change of `digest` in an audience, if any."""
+        with self.lock:
+            return self.changed_at.get((audience_id, digest))
+
     def _apply(
         self, audience_id: str, adding: bool, digests: set[str], received: float
     ) -> None:
