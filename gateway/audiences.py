@@ -2,11 +2,14 @@
 
 `AudienceSync.sync` follows the path of a message for every member:
 
-1. the candidates are the contacts of a tier (or an explicit list);
+1. the candidates are the contacts of a tier (or an explicit list), read in
+   batches (`Store.snapshots`), each one's tier computed once;
 2. for each one the policy bundle decides its membership as a message of
    purpose ``advertising`` on the platform's channel (address kind
-   ``audience``): ad consent, suppression, do-not-contact, tier roles; every
-   member decision is written to the audit log (pseudonymous ids only);
+   ``audience``): ad consent, suppression, do-not-contact, tier roles; a
+   contact with no address is left out without a decision; every member
+   decision is written to the audit log (pseudonymous ids only), all of them
+   in one transaction, before anything is sent;
 3. the difference against what was last synced gives the adds and removes;
 4. the platform's plugin normalises, hashes and sends them in batches;
 5. what the platform accepted is stored as the new membership, and the sync is
@@ -25,11 +28,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from gateway.errors import InvalidRequestError
 from gateway.hookspecs import AudienceChange, AudienceMember
-from gateway.policy import evaluate, tier_of
-from gateway.service import Gateway
+from gateway.policy import DecisionInput, evaluate
+from gateway.service import NO_ADDRESS_RULE, Gateway
 from gateway.store import ContactRef, ContactSnapshot
 
 log = logging.getLogger(__name__)
@@ -91,26 +95,39 @@ class AudienceSync:
             raise InvalidRequestError("platform", f"no plugin syncs to {platform!r}")
         audience = audience_id or self.audience_of(tier_id, platform)
         now = at or datetime.now(UTC)
-        refs = members or [
-            ContactRef(contact_id=c) for c in self.gateway.store.contact_ids()
-        ]
         report = SyncReport(platform, audience)
+        current = self.gateway.store.audience_members(platform, audience)
+        candidates = (
+            [self.gateway.store.snapshot(ref, None) for ref in members]
+            if members
+            else self.gateway.store.snapshots()
+        )
         desired: dict[str, ContactSnapshot] = {}
-        snaps: dict[str, ContactSnapshot] = {}
-        for ref in refs:
-            snap = self.gateway.store.snapshot(ref, None)
-            snaps[snap.contact_id] = snap
-            if tier_id and self._tier(snap, now) != tier_id:
+        held: dict[str, ContactSnapshot] = {}  # current members, to remove
+        seen: set[str] = set()
+        decisions = []
+        for snap in candidates:
+            seen.add(snap.contact_id)
+            if snap.contact_id in current:
+                held[snap.contact_id] = snap
+            given = self._input(snap, platform, audience, now)
+            if tier_id and given.contact.get("tier") != tier_id:
                 continue
             report.considered += 1
-            if self._allowed(snap, platform, audience, now, report):
+            body = self._decide(snap, given, report)
+            if body is None:
+                continue
+            decisions.append(body)
+            if body["outcome"] == "ALLOW":
                 desired[snap.contact_id] = snap
-        current = self.gateway.store.audience_members(platform, audience)
-        scope = set(snaps) if members else set(snaps) | current
+        # every member decision is audited, in one transaction, before the
+        # platform hears of any change
+        self.gateway.store.append_audits("audience_decision", decisions)
+        scope = seen if members else seen | current
         remove = sorted((current & scope) - set(desired))
         add = sorted(set(desired) - current)
         report.unchanged = len(set(desired) & current)
-        removed_snaps = {c: snaps.get(c) or self._snap(c) for c in remove}
+        removed_snaps = {c: held.get(c) or self._snap(c) for c in remove}
         self._apply(report, add, desired, remove, removed_snaps, sync_id, now)
         return report
 
@@ -119,17 +136,24 @@ class AudienceSync:
         from those it may no longer be in (tier left, consent gone ...)."""
         now = at or datetime.now(UTC)
         reports = []
-        for platform, audience in self.gateway.store.memberships(contact_id):
-            snap = self._snap(contact_id)
+        memberships = self.gateway.store.memberships(contact_id)
+        snap = self._snap(contact_id) if memberships else None
+        for platform, audience in memberships:
+            assert snap is not None
             report = SyncReport(platform, audience, considered=1)
-            tier = self._tier(snap, now)
+            given = self._input(snap, platform, audience, now)
+            tier = given.contact.get("tier", "")
             in_tier = any(
                 t.id == tier and t.ad_audiences.get(platform) == audience
                 for t in self.gateway.bundle.tiers
             )
-            if in_tier and self._allowed(snap, platform, audience, now, report):
-                continue
-            if not in_tier:
+            if in_tier:
+                body = self._decide(snap, given, report)
+                if body is not None:
+                    self.gateway.store.append_audit("audience_decision", body)
+                    if body["outcome"] == "ALLOW":
+                        continue
+            else:
                 report.excluded_by_rule["tier changed"] += 1
             self._apply(report, [], {}, [contact_id], {contact_id: snap}, "", now)
             reports.append(report)
@@ -138,47 +162,35 @@ class AudienceSync:
     def _snap(self, contact_id: str) -> ContactSnapshot:
         return self.gateway.store.snapshot(ContactRef(contact_id=contact_id), None)
 
-    def _tier(self, snap: ContactSnapshot, now: datetime) -> str:
-        bundle = self.gateway.bundle
-        given = self.gateway.decision_input(
-            bundle, snap, now, channel="", purpose=PURPOSE, campaign="",
-            address_kind=ADDRESS_KIND,
+    def _input(
+        self, snap: ContactSnapshot, platform: str, audience: str, now: datetime
+    ) -> DecisionInput:
+        """The policy context of one membership; it holds the contact's tier."""
+        return self.gateway.decision_input(
+            self.gateway.bundle, snap, now, channel=platform, purpose=PURPOSE,
+            campaign=audience, address_kind=ADDRESS_KIND,
         )  # fmt: skip
-        tier = tier_of(bundle, given.contact, now)
-        return tier.id if tier else ""
 
-    def _allowed(
-        self,
-        snap: ContactSnapshot,
-        platform: str,
-        audience: str,
-        now: datetime,
-        report: SyncReport,
-    ) -> bool:
-        bundle = self.gateway.bundle
-        given = self.gateway.decision_input(
-            bundle, snap, now, channel=platform, purpose=PURPOSE, campaign=audience,
-            address_kind=ADDRESS_KIND,
-        )  # fmt: skip
-        decision = evaluate(bundle, given)
+    def _decide(
+        self, snap: ContactSnapshot, given: DecisionInput, report: SyncReport
+    ) -> dict[str, Any] | None:
+        """Decide one membership; count what excluded it. Returns the audit
+        record's body, or None for a contact with no address to match on."""
         if snap.email is None and snap.phone_e164 is None:
-            report.excluded_by_rule["gateway.no-address"] += 1
-            return False
+            report.excluded_by_rule[NO_ADDRESS_RULE] += 1
+            return None
+        decision = evaluate(self.gateway.bundle, given)
         for reason in decision.reasons:
             report.excluded_by_rule[reason.rule_id] += 1
-        self.gateway.store.append_audit(
-            "audience_decision",
-            {
-                "contact_id": snap.contact_id,
-                "platform": platform,
-                "audience_id": audience,
-                "tier": str(given.contact.get("tier", "")),
-                "outcome": decision.outcome,
-                "reasons": [r.rule_id for r in decision.reasons],
-                "bundle_hash": decision.bundle_hash,
-            },
-        )
-        return decision.outcome == "ALLOW"
+        return {
+            "contact_id": snap.contact_id,
+            "platform": given.message["channel"],
+            "audience_id": given.message["campaign"],
+            "tier": str(given.contact.get("tier", "")),
+            "outcome": decision.outcome,
+            "reasons": [r.rule_id for r in decision.reasons],
+            "bundle_hash": decision.bundle_hash,
+        }
 
     def _apply(
         self,

@@ -2,9 +2,13 @@
 
 `run` starts the gateway on an embedded SQLite file and a free loopback port,
 imports the 4,521 customers of the UCI Bank Marketing data set as contacts over
-gRPC, replays a term-deposit promotion to every one of them on SendStream, and
-summarises what was allowed, deferred and denied, what reached the outbox, and
-whether the audit chain verifies.
+gRPC, replays a term-deposit promotion to every one of them on SendStream, then
+syncs the audience tiers to local stand-ins of Meta and Google
+(`gateway.ad_platforms_local`) on SyncAudience and records conversions for a
+sample of the synced contacts on RecordEvent, reading from the stand-ins' own
+state that the converted left their tier's audiences on both platforms. It
+summarises what was allowed, deferred and denied, what left the gateway, what
+the audiences hold, and whether the audit chain verifies.
 
 Data: S. Moro, R. Laureano and P. Cortez, "Using Data Mining for Bank Direct
 Marketing: An Application of the CRISP-DM Methodology", ESM'2011, pp. 117-121
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import random
+import secrets
 import shutil
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,9 +40,11 @@ import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
 import audit
+from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.app import Settings, build_gateway
 from gateway.callbacks import CallbackServer
 from gateway.kannel_local import LocalKannel
+from gateway.policy import Tier
 from gateway.server import build_server
 from gateway.service import Gateway
 from gateway.store import ContactRef, Store
@@ -67,6 +76,20 @@ AREA_CODES = (
     "713", "615", "504", "612", "915", "303", "801", "602", "623", "702",
     "213", "415", "619", "206", "503", "808", "907", "500",
 )  # fmt: skip
+# Advertising consent is not in the data set either: a customer ticked the web
+# form's ads box (consent for purpose advertising on meta and on google) with
+# this probability, drawn from a generator of its own so that the SMS figures
+# are those of a run without ads.
+AD_CONSENT_SHARE = 0.6
+AD_CONSENT_SEED = 5
+AD_PLATFORMS = ("meta", "google")
+GOOGLE_OPERATING_ACCOUNT = "4521000000"  # the stand-in's Google Ads customer id
+# Conversions after the campaign: a fixed-seed sample of the contacts that are
+# in these tiers' audiences on both platforms.
+CONVERSIONS = 100
+CONVERSION_SEED = 7
+CONVERTING_TIERS = ("new-high-intent", "engaged-non-converter")
+EXPANSION_TIER = "customer-expansion"
 STATE_OF = {
     "212": "US-NY", "305": "US-FL", "405": "US-OK", "410": "US-MD",
     "415": "US-CA", "602": "US-AZ", "713": "US-TX", "808": "US-HI",
@@ -86,6 +109,66 @@ class Customer:
     consent: str  # "granted", "revoked" or "none"
     prior_calls: int
     attributes: Mapping[str, Any]
+    ad_consent: bool  # advertising, on meta and on google
+
+
+@dataclass
+class AdPlatforms:
+    """The local stand-ins of Meta and Google the demo syncs audiences to."""
+
+    meta: LocalMeta
+    google: LocalGoogle
+
+    @classmethod
+    def new(cls) -> AdPlatforms:
+        return cls(
+            LocalMeta(token=secrets.token_hex(16)),
+            LocalGoogle(
+                token=secrets.token_hex(16),
+                operating_account=GOOGLE_OPERATING_ACCOUNT,
+                require_consent=True,
+            ),
+        )
+
+    def start(self, stack: contextlib.ExitStack) -> dict[str, str]:
+        """Serve both on loopback until `stack` closes; return the settings
+        that point the meta and google plugins at them."""
+        meta_url = stack.enter_context(serve(self.meta))
+        google_url = stack.enter_context(serve(self.google))
+        return {
+            "meta_base_url": meta_url,
+            "meta_access_token": self.meta.token,
+            "google_base_url": google_url,
+            "google_access_token": self.google.token,
+            "google_operating_account": self.google.operating_account,
+            # the ingest requests state the DMA consent, which the stand-in checks
+            "google_eea": "true",
+        }
+
+    def of(self, platform: str) -> LocalMeta | LocalGoogle:
+        return self.meta if platform == "meta" else self.google
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        """Digests held per platform and audience, from the platforms' state."""
+        sizes = {}
+        for platform in AD_PLATFORMS:
+            local = self.of(platform)
+            with local.lock:
+                sizes[platform] = {
+                    a: len(d) for a, d in sorted(local.audiences.items())
+                }
+        return sizes
+
+
+def _digests(phone: str) -> dict[str, str]:
+    """What each platform holds for a phone number in E.164, as its documents
+    ask (computed here, not by the plugins, to check them): Meta the SHA-256
+    of the digits with the country code and no plus, Google that of the E.164
+    form with the plus."""
+    return {
+        "meta": hashlib.sha256(phone[1:].encode()).hexdigest(),
+        "google": hashlib.sha256(phone.encode()).hexdigest(),
+    }
 
 
 def default_csv() -> Path:
@@ -97,12 +180,13 @@ def default_csv() -> Path:
 def load_customers(path: Path, limit: int = 0) -> list[Customer]:
     """Read the CSV and map every row; deterministic for a given file."""
     rng = random.Random(2011)
+    ads = random.Random(AD_CONSENT_SEED)
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter=";"))
     if limit:
         rows = rows[:limit]
     phones = _phone_numbers()
-    return [_customer(i, row, rng, phones) for i, row in enumerate(rows)]
+    return [_customer(i, row, rng, ads, phones) for i, row in enumerate(rows)]
 
 
 def _phone_numbers() -> Iterator[str]:
@@ -123,7 +207,11 @@ def _stage(row: Mapping[str, str]) -> str:
 
 
 def _customer(
-    index: int, row: Mapping[str, str], rng: random.Random, phones: Iterator[str]
+    index: int,
+    row: Mapping[str, str],
+    rng: random.Random,
+    ads: random.Random,
+    phones: Iterator[str],
 ) -> Customer:
     phone = "" if row["contact"] == "unknown" else next(phones)
     region = ""
@@ -154,6 +242,7 @@ def _customer(
             "job": row["job"],
             "balance_eur": int(row["balance"]),
         },
+        ad_consent=ads.random() < AD_CONSENT_SHARE,
     )
 
 
@@ -178,6 +267,10 @@ class Summary:
     inbound: dict[str, int] = field(default_factory=dict)
     delivery_reports: dict[str, int] = field(default_factory=dict)
     opted_out_everywhere: int = 0
+    ad_consent: int = 0
+    audiences: list[dict[str, Any]] = field(default_factory=list)
+    conversions: dict[str, Any] = field(default_factory=dict)
+    platform_audiences: dict[str, dict[str, int]] = field(default_factory=dict)
     chain_ok: bool = False
     chain_text: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
@@ -202,6 +295,10 @@ class Summary:
             "inbound": self.inbound,
             "delivery_reports": self.delivery_reports,
             "opted_out_everywhere": self.opted_out_everywhere,
+            "ad_consent": self.ad_consent,
+            "audiences": self.audiences,
+            "conversions": self.conversions,
+            "platform_audiences": self.platform_audiences,
             "chain_ok": self.chain_ok,
             "seconds": self.seconds,
         }
@@ -214,16 +311,20 @@ def run(
     limit: int = 0,
     csv_path: Path | None = None,
     use_kannel: bool | None = None,
+    ad_platforms: AdPlatforms | None = None,
 ) -> Summary:
     """Run the whole demo; see the module docstring.
 
     SMS goes through a real Kannel (bearerbox and smsbox on loopback, with its
     fake SMSC) when Kannel is installed, else to the outbox file; the summary
-    says which. `use_kannel` forces one or the other.
+    says which. `use_kannel` forces one or the other. Audiences go to local
+    stand-ins of Meta and Google on loopback: `ad_platforms` if given (a test
+    reads their state afterwards), else new ones.
     """
     customers = load_customers(csv_path or default_csv(), limit)
     _fresh(data_dir)
     kannel_wanted = LocalKannel.available() if use_kannel is None else use_kannel
+    platforms = ad_platforms or AdPlatforms.new()
     with contextlib.ExitStack() as stack:
         callbacks = CallbackServer()
         stack.callback(callbacks.stop)
@@ -233,12 +334,13 @@ def run(
             unsafe_client_clock=True,
             callback_url=callbacks.url,
         )
+        settings.plugin_overrides = platforms.start(stack)
         kannel = None
         if kannel_wanted:
             kannel = stack.enter_context(
                 LocalKannel(data_dir / "kannel", f"{callbacks.url}/sms/mo")
             )
-            settings.plugin_overrides = {
+            settings.plugin_overrides |= {
                 "kannel_sendsms_url": kannel.sendsms_url,
                 "kannel_username": kannel.username,
                 "kannel_password": kannel.password,
@@ -248,7 +350,7 @@ def run(
         stack.callback(gateway.store.close)
         callbacks.attach(gateway)
         callbacks.start()
-        summary = _route(gateway, customers, at, settings, kannel)
+        summary = _route(gateway, customers, at, settings, kannel, platforms)
     summary_path = data_dir / "summary.json"
     summary_path.write_text(json.dumps(summary.to_json(), indent=2), encoding="utf-8")
     return summary
@@ -260,6 +362,7 @@ def _route(
     at: datetime,
     settings: Settings,
     kannel: LocalKannel | None,
+    platforms: AdPlatforms,
 ) -> Summary:
     server, port = build_server(gateway, "127.0.0.1:0")
     server.start()
@@ -282,9 +385,17 @@ def _route(
             summary.seconds["campaign"] = time.perf_counter() - started
             if kannel is not None:
                 _replies(kannel, gateway, customers, summary)
+            started = time.perf_counter()
+            _sync_tiers(stub, gateway.bundle.tiers, summary)
+            summary.seconds["audiences"] = time.perf_counter() - started
+            started = time.perf_counter()
+            _conversions(stub, gateway.bundle.tiers, platforms, customers, at, summary)
+            summary.seconds["conversions"] = time.perf_counter() - started
     finally:
         server.stop(grace=2).wait()
     summary.stages = Counter(c.stage for c in customers)
+    summary.ad_consent = sum(c.ad_consent for c in customers)
+    summary.platform_audiences = platforms.sizes()
     _check_outbox(settings.data_dir / "outbox.jsonl", summary)
     _verify(gateway.store, summary)
     return summary
@@ -382,6 +493,11 @@ def _import(
             _consent(stub, ref, True, "web_form", consent_at)
         if c.consent == "revoked":
             _consent(stub, ref, False, "keyword", consent_at + timedelta(days=9))
+        if c.ad_consent:
+            for platform in AD_PLATFORMS:
+                _consent(
+                    stub, ref, True, "web_form", consent_at, platform, "advertising"
+                )
         for k in range(c.prior_calls):
             stub.RecordEvent(
                 pb.RecordEventRequest(
@@ -405,12 +521,14 @@ def _consent(
     granted: bool,
     source: str,
     at: datetime,
+    channel: str = "sms",
+    purpose: str = "marketing",
 ) -> None:
     stub.RecordConsent(
         pb.RecordConsentRequest(
             contact=ref,
-            channel="sms",
-            purpose=pb.PURPOSE_MARKETING,
+            channel=channel,
+            purpose=pb.Purpose.Value("PURPOSE_" + purpose.upper()),
             granted=granted,
             source=source,
             at=_stamp(at),
@@ -462,6 +580,150 @@ def _tally(response: pb.SendResponse, summary: Summary) -> None:
     if response.delivery.status == pb.FORWARDED:
         summary.forwarded += 1
         summary.allowed_ids.add(response.request_id)
+
+
+def _sync_tiers(
+    stub: pb_grpc.GatewayStub, tiers: Sequence[Tier], summary: Summary
+) -> None:
+    """SyncAudience for every tier that has ad audiences, on both platforms."""
+    for tier in tiers:
+        for platform in AD_PLATFORMS:
+            if platform in tier.ad_audiences:
+                summary.audiences.append(_sync(stub, tier, platform, "first"))
+
+
+def _sync(
+    stub: pb_grpc.GatewayStub, tier: Tier, platform: str, label: str
+) -> dict[str, Any]:
+    answer = stub.SyncAudience(
+        pb.SyncAudienceRequest(
+            platform=platform,
+            tier=tier.id,
+            sync_id=f"{CAMPAIGN}/{tier.id}/{platform}/{label}",
+        )
+    )
+    return {
+        "tier": tier.id,
+        "name": tier.name,
+        "platform": platform,
+        "audience_id": answer.audience_id,
+        "considered": answer.considered,
+        "added": answer.added,
+        "removed": answer.removed,
+        "unchanged": answer.unchanged,
+        "excluded_by_rule": dict(sorted(answer.excluded_by_rule.items())),
+        "failed": len(answer.failed),
+        "error": answer.error,
+    }
+
+
+def _conversions(
+    stub: pb_grpc.GatewayStub,
+    tiers: Sequence[Tier],
+    platforms: AdPlatforms,
+    customers: Sequence[Customer],
+    at: datetime,
+    summary: Summary,
+) -> None:
+    """Convert a fixed-seed sample of the contacts held in the converting tiers'
+    audiences on both platforms; read from the platforms' own state that each
+    one's hashed identifiers left its tier's audience on both and, once
+    Customer Expansion is synced again, joined that tier's audience; and time
+    each removal from the event to the platform's request."""
+    by_id = {t.id: t for t in tiers}
+    synced = [
+        (c, by_id[tier_id])
+        for tier_id in CONVERTING_TIERS
+        for c in customers
+        if _in_audience(platforms, by_id[tier_id], c, AD_PLATFORMS)
+    ]
+    picked = random.Random(CONVERSION_SEED).sample(
+        synced, min(CONVERSIONS, len(synced))
+    )
+    waits = _convert(stub, platforms, picked, at)
+    left = _count_held(platforms, picked, held=False)
+    expansion = by_id[EXPANSION_TIER]
+    resync = [_sync(stub, expansion, p, "after-conversions") for p in AD_PLATFORMS]
+    joined = _count_held(platforms, [(c, expansion) for c, _ in picked], held=True)
+    summary.conversions = {
+        "tiers": list(CONVERTING_TIERS),
+        "candidates": len(synced),
+        "converted": len(picked),
+        "by_tier": dict(sorted(Counter(t.id for _, t in picked).items())),
+        "left_tier_audience": left,
+        "expansion_sync": resync,
+        "joined_expansion": joined,
+        "event_to_request_ms": {p: _spread(waits[p]) for p in (*AD_PLATFORMS, "both")},
+    }
+
+
+def _convert(
+    stub: pb_grpc.GatewayStub,
+    platforms: AdPlatforms,
+    picked: Sequence[tuple[Customer, Tier]],
+    at: datetime,
+) -> dict[str, list[float]]:
+    """RecordEvent ``converted`` for each; milliseconds from each event to the
+    request that removed the contact, per platform and until both had it."""
+    waits: dict[str, list[float]] = defaultdict(list)
+    for k, (customer, tier) in enumerate(picked):
+        started = time.monotonic()
+        stub.RecordEvent(
+            pb.RecordEventRequest(
+                contact=pb.ContactRef(external_id=customer.external_id),
+                kind="converted",
+                at=_stamp(at + timedelta(days=1, minutes=k)),
+            )
+        )
+        held = _digests(customer.phone)
+        arrived = []
+        for platform in AD_PLATFORMS:
+            change = platforms.of(platform).last_change(
+                tier.ad_audiences[platform], held[platform]
+            )
+            if change is not None and change[0] == "remove" and change[1] >= started:
+                waits[platform].append(1000 * (change[1] - started))
+                arrived.append(change[1])
+        if len(arrived) == len(AD_PLATFORMS):
+            waits["both"].append(1000 * (max(arrived) - started))
+    return waits
+
+
+def _count_held(
+    platforms: AdPlatforms, pairs: Sequence[tuple[Customer, Tier]], *, held: bool
+) -> dict[str, int]:
+    """How many customers the tier's audience holds (or not, `held` False) on
+    each platform, and on both."""
+    counts = {
+        p: sum(_in_audience(platforms, t, c, [p]) == held for c, t in pairs)
+        for p in AD_PLATFORMS
+    }
+    counts["both"] = sum(
+        all(_in_audience(platforms, t, c, [p]) == held for p in AD_PLATFORMS)
+        for c, t in pairs
+    )
+    return counts
+
+
+def _in_audience(
+    platforms: AdPlatforms, tier: Tier, customer: Customer, on: Sequence[str]
+) -> bool:
+    """Whether the platforms named `on` all hold the customer's hashed phone
+    number in the tier's audience (their own state, not the gateway's)."""
+    if not customer.phone:
+        return False
+    held = _digests(customer.phone)
+    return all(platforms.of(p).holds(tier.ad_audiences[p], held[p]) for p in on)
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0, "median": 0.0, "max": 0.0}
+    return {
+        "count": len(values),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def _check_outbox(path: Path, summary: Summary) -> None:
@@ -541,9 +803,66 @@ def _report_lines(s: Summary) -> Iterator[str]:
         if s.outbox_lines != s.forwarded or s.outbox_lines != s.outcomes["ALLOW"]:
             yield "  WARNING: the outbox does not match the allowed messages"
     yield ""
+    yield from _audience_lines(s)
+    yield ""
     yield f"Audit chain: {s.chain_text}"
     yield (
         f"Timing: import {s.seconds.get('import', 0):.1f} s, "
         f"campaign {s.seconds.get('campaign', 0):.1f} s "
-        f"({total / max(s.seconds.get('campaign', 1e-9), 1e-9):.0f} decisions/s)"
+        f"({total / max(s.seconds.get('campaign', 1e-9), 1e-9):.0f} decisions/s), "
+        f"audiences {s.seconds.get('audiences', 0):.1f} s, "
+        f"conversions {s.seconds.get('conversions', 0):.1f} s"
     )
+
+
+def _audience_lines(s: Summary) -> Iterator[str]:
+    yield "Ad audiences: SyncAudience for every tier that has one, on both platforms"
+    yield "  (local stand-ins of Meta Custom Audiences and Google Customer Match)"
+    yield (
+        f"  advertising consent for meta and google: {s.ad_consent} of "
+        f"{s.customers} customers"
+    )
+    yield "  members added per tier and platform, and those refused, by rule (a member"
+    yield "  may be refused by several rules):"
+    for sync in s.audiences:
+        yield from _sync_lines(sync)
+    c = s.conversions
+    if not c:
+        return
+    yield ""
+    by_tier = ", ".join(f"{t} {n}" for t, n in c["by_tier"].items())
+    yield (
+        f"Conversions: {c['converted']} contacts converted (RecordEvent), a "
+        f"fixed-seed sample of the {c['candidates']}"
+    )
+    yield f"  held in a tier's audience on both platforms ({by_tier})"
+    yield "  read from the platforms' own audiences afterwards:"
+    left = ", ".join(f"on {p} {n}" for p, n in c["left_tier_audience"].items())
+    yield f"    left their tier's audience: {left}"
+    joined = ", ".join(f"on {p} {n}" for p, n in c["joined_expansion"].items())
+    yield f"    joined Customer Expansion at its next sync: {joined}"
+    waits = c["event_to_request_ms"]
+    yield "  from the event to the platform's removal request: " + ", ".join(
+        f"{p} median {w['median']:.0f} ms (max {w['max']:.0f})"
+        for p, w in waits.items()
+    )
+    yield "  Customer Expansion's next sync:"
+    for sync in c["expansion_sync"]:
+        yield from _sync_lines(sync)
+    yield "  hashed identifiers each platform holds now:"
+    for platform, audiences in s.platform_audiences.items():
+        held = ", ".join(f"{a} {n}" for a, n in audiences.items())
+        yield f"    {platform}: {held}"
+
+
+def _sync_lines(sync: Mapping[str, Any]) -> Iterator[str]:
+    yield (
+        f"    {sync['name']} on {sync['platform']}: {sync['considered']} in the "
+        f"tier, {sync['added']} added ({sync['unchanged']} already in, "
+        f"{sync['removed']} removed)"
+        + (f", {sync['failed']} refused by the platform" if sync["failed"] else "")
+        + (f", ERROR {sync['error']}" if sync["error"] else "")
+    )
+    refused = sorted(sync["excluded_by_rule"].items(), key=lambda kv: (-kv[1], kv[0]))
+    if refused:
+        yield "      " + ", ".join(f"{rule} {n}" for rule, n in refused)

@@ -490,10 +490,11 @@ class Gateway:
                 "contact_id": contact_id,
             }
 
-        def guard(snap: ContactSnapshot) -> None:
-            if granted and _is_import(source):
-                _refuse_regrant(snap, channel, purpose, when)
+        def refuse_regrant(snap: ContactSnapshot) -> None:
+            _refuse_regrant(snap, channel, purpose, when)
 
+        # only an import's grant reads the ledger under the contact's lock
+        guard = refuse_regrant if granted and _is_import(source) else None
         contact_id, seq, _ = self.store.record_consent(ref, entry, body, guard)
         return contact_id, seq
 

@@ -199,6 +199,34 @@ class Store:
             row = _find(session, ref, lock=False)
             return _snapshot(session, row, since)
 
+    def snapshots(self, batch: int = 500) -> Iterator[ContactSnapshot]:
+        """Every contact not erased, in creation order, with its consent
+        ledger and no sends: what an audience decision reads.
+
+        Streams: one transaction and three queries per `batch` contacts,
+        where `snapshot` takes one transaction per contact.
+        """
+        last = 0
+        while True:
+            with self._sessions.begin() as session:
+                rows = session.scalars(
+                    sa.select(models.Contact)
+                    .where(models.Contact.id > last, models.Contact.erased_at.is_(None))
+                    .order_by(models.Contact.id)
+                    .limit(batch)
+                ).all()
+                pks = [row.id for row in rows]
+                consents = _consents_of(session, pks)
+                confirmations = _confirmations_of(session, pks)
+                found = [
+                    _snapshot_of(row, consents.get(row.id, ()), confirmations, ())
+                    for row in rows
+                ]
+            if not rows:
+                return
+            yield from found
+            last = rows[-1].id
+
     def record_consent(
         self,
         ref: ContactRef,
@@ -585,6 +613,17 @@ class Store:
             row = session.get(models.AuditRow, seq)
             return None if row is None else _to_record(row)
 
+    def append_audits(self, kind: str, bodies: Sequence[Mapping[str, Any]]) -> int:
+        """Append records of one kind, in order, in one transaction (one
+        commit, not one per record); return the last seq (0 for none)."""
+        if not bodies:
+            return 0
+        with self._sessions.begin() as session:
+            head = _lock_head(session)
+            for body in bodies:
+                _append_audit(session, kind, body, head)
+            return head.seq
+
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) the store records as the chain's last record."""
         with self._sessions.begin() as session:
@@ -757,24 +796,8 @@ def _find(session: Session, ref: ContactRef, *, lock: bool) -> models.Contact:
 def _snapshot(
     session: Session, row: models.Contact, since: datetime | None
 ) -> ContactSnapshot:
-    consents = tuple(
-        _consent_entry(entry)
-        for entry in session.scalars(
-            sa.select(models.Consent)
-            .where(models.Consent.contact_pk == row.id)
-            .order_by(models.Consent.recorded_at, models.Consent.id)
-        )
-    )
-    confirmations = dict(
-        session.execute(
-            sa.select(models.Send.channel, sa.func.max(models.Send.sent_at))
-            .where(
-                models.Send.contact_pk == row.id,
-                models.Send.purpose == "opt_out_confirmation",
-            )
-            .group_by(models.Send.channel)
-        ).all()
-    )
+    consents = _consents_of(session, [row.id]).get(row.id, ())
+    confirmations = _confirmations_of(session, [row.id])
     sends: tuple[PastSend, ...] = ()
     if since is not None:
         sends = tuple(
@@ -785,6 +808,57 @@ def _snapshot(
                 .order_by(models.Send.sent_at)
             )
         )
+    return _snapshot_of(row, consents, confirmations, sends)
+
+
+def _consents_of(
+    session: Session, pks: list[int]
+) -> dict[int, tuple[ConsentEntry, ...]]:
+    """The consent ledgers of these contacts, each oldest first."""
+    ledgers: dict[int, list[ConsentEntry]] = {}
+    if pks:
+        for entry in session.scalars(
+            sa.select(models.Consent)
+            .where(models.Consent.contact_pk.in_(pks))
+            .order_by(
+                models.Consent.contact_pk,
+                models.Consent.recorded_at,
+                models.Consent.id,
+            )
+        ):
+            ledgers.setdefault(entry.contact_pk, []).append(_consent_entry(entry))
+    return {pk: tuple(entries) for pk, entries in ledgers.items()}
+
+
+def _confirmations_of(
+    session: Session, pks: list[int]
+) -> dict[int, dict[str, datetime]]:
+    """Contact pk -> channel -> when its last opt-out confirmation was sent."""
+    found: dict[int, dict[str, datetime]] = {}
+    if pks:
+        for pk, channel, sent_at in session.execute(
+            sa.select(
+                models.Send.contact_pk,
+                models.Send.channel,
+                sa.func.max(models.Send.sent_at),
+            )
+            .where(
+                models.Send.contact_pk.in_(pks),
+                models.Send.purpose == "opt_out_confirmation",
+            )
+            .group_by(models.Send.contact_pk, models.Send.channel)
+        ):
+            if sent_at is not None:
+                found.setdefault(pk, {})[channel] = _aware(sent_at)
+    return found
+
+
+def _snapshot_of(
+    row: models.Contact,
+    consents: tuple[ConsentEntry, ...],
+    confirmations: Mapping[int, Mapping[str, datetime]],
+    sends: tuple[PastSend, ...],
+) -> ContactSnapshot:
     return ContactSnapshot(
         pk=row.id,
         contact_id=row.contact_id,
@@ -800,7 +874,7 @@ def _snapshot(
         attributes=dict(row.attributes or {}),
         consents=consents,
         sends=sends,
-        confirmations={c: _aware(t) for c, t in confirmations.items() if t is not None},
+        confirmations=dict(confirmations.get(row.id, {})),
         erased=row.erased_at is not None,
     )
 

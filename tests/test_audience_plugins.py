@@ -1,7 +1,7 @@
-"""The meta and google audience plugins against loopback mocks of their APIs.
+"""The meta and google audience plugins against loopback stand-ins of their APIs.
 
-tests/ad_platform_mocks.py checks each request against the documented shape
-and keeps the digests it accepted; these tests check what landed.
+gateway/ad_platforms_local.py checks each request against the documented
+shape and keeps the digests it accepted; these tests check what landed.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from importlib import metadata
 
 import pytest
-from ad_platform_mocks import GoogleMock, MetaMock, serve
 
 from gateway import hookspecs
+from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.hookspecs import AudienceChange, AudienceMember
 from plugins._audience_ids import sha256_hex
 from plugins.google_customer_match import GoogleCustomerMatchPlugin
@@ -45,12 +45,12 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def meta_mock() -> MetaMock:
-    return MetaMock(token=TOKEN)
+def meta_mock() -> LocalMeta:
+    return LocalMeta(token=TOKEN)
 
 
 @pytest.fixture
-def meta(meta_mock: MetaMock, sleeps: list[float]) -> Iterator[MetaAudiencesPlugin]:
+def meta(meta_mock: LocalMeta, sleeps: list[float]) -> Iterator[MetaAudiencesPlugin]:
     plugin = MetaAudiencesPlugin(sleep=sleeps.append)
     with serve(meta_mock) as url:
         plugin.tollgate_configure({"meta_base_url": url, "meta_access_token": TOKEN})
@@ -58,13 +58,13 @@ def meta(meta_mock: MetaMock, sleeps: list[float]) -> Iterator[MetaAudiencesPlug
 
 
 @pytest.fixture
-def google_mock() -> GoogleMock:
-    return GoogleMock(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
+def google_mock() -> LocalGoogle:
+    return LocalGoogle(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
 
 
 @pytest.fixture
 def google(
-    google_mock: GoogleMock, sleeps: list[float]
+    google_mock: LocalGoogle, sleeps: list[float]
 ) -> Iterator[GoogleCustomerMatchPlugin]:
     plugin = GoogleCustomerMatchPlugin(sleep=sleeps.append)
     with serve(google_mock) as url:
@@ -141,7 +141,7 @@ def test_google_refuses_bad_settings(settings: dict[str, str]) -> None:
 
 
 def test_meta_adds_and_removes_with_metas_hashes(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta
 ) -> None:
     result = meta.tollgate_sync_audience(
         AudienceChange("meta", "aud1", add=[ALICE, BOB, CAROL])
@@ -161,7 +161,7 @@ def test_meta_adds_and_removes_with_metas_hashes(
 
 
 def test_meta_25001_members_go_in_3_batches_of_one_session(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta
 ) -> None:
     result = meta.tollgate_sync_audience(
         AudienceChange("meta", "big", add=_members(25_001), sync_id="s1")
@@ -178,7 +178,7 @@ def test_meta_25001_members_go_in_3_batches_of_one_session(
 
 
 def test_meta_waits_retry_after_on_429_then_succeeds(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock, sleeps: list[float]
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta, sleeps: list[float]
 ) -> None:
     meta_mock.rate_limited = 1
     result = meta.tollgate_sync_audience(AudienceChange("meta", "a", add=[BOB]))
@@ -188,7 +188,7 @@ def test_meta_waits_retry_after_on_429_then_succeeds(
 
 
 def test_meta_gives_up_after_3_retries(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock, sleeps: list[float]
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta, sleeps: list[float]
 ) -> None:
     meta_mock.rate_limited = 10
     result = meta.tollgate_sync_audience(AudienceChange("meta", "a", add=[BOB]))
@@ -199,7 +199,7 @@ def test_meta_gives_up_after_3_retries(
 
 
 def test_meta_partial_failure_is_reported_per_contact(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta
 ) -> None:
     meta_mock.reject = {sha256_hex("bob@example.com")}
     result = meta.tollgate_sync_audience(
@@ -212,7 +212,7 @@ def test_meta_partial_failure_is_reported_per_contact(
 
 
 def test_meta_too_small_audience_is_a_clear_removal_error(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta
 ) -> None:
     meta_mock.too_small_on_delete = True
     result = meta.tollgate_sync_audience(AudienceChange("meta", "a", remove=[BOB]))
@@ -222,7 +222,7 @@ def test_meta_too_small_audience_is_a_clear_removal_error(
 
 
 def test_meta_too_small_keeps_the_adds_and_fails_the_removals(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta
 ) -> None:
     meta_mock.too_small_on_delete = True
     result = meta.tollgate_sync_audience(
@@ -235,7 +235,7 @@ def test_meta_too_small_keeps_the_adds_and_fails_the_removals(
 
 
 def test_meta_network_down_is_an_error_without_personal_data(
-    meta_mock: MetaMock,
+    meta_mock: LocalMeta,
 ) -> None:
     plugin = MetaAudiencesPlugin(sleep=lambda _: None)
     plugin.tollgate_configure({"meta_base_url": _closed_port_url()})
@@ -248,7 +248,7 @@ def test_meta_network_down_is_an_error_without_personal_data(
 
 
 def test_meta_logs_no_identifiers(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock, caplog: pytest.LogCaptureFixture
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta, caplog: pytest.LogCaptureFixture
 ) -> None:
     meta_mock.rate_limited = 1
     meta_mock.reject = {sha256_hex("bob@example.com")}
@@ -263,7 +263,7 @@ def test_meta_logs_no_identifiers(
 
 
 def test_google_adds_and_removes_with_googles_hashes(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle
 ) -> None:
     result = google.tollgate_sync_audience(
         AudienceChange("google", "list1", add=[ALICE, BOB, CAROL])
@@ -292,7 +292,7 @@ def test_google_adds_and_removes_with_googles_hashes(
     assert google_mock.requests[1]["consent"] is None
 
 
-def test_google_outside_the_eea_sends_no_consent(google_mock: GoogleMock) -> None:
+def test_google_outside_the_eea_sends_no_consent(google_mock: LocalGoogle) -> None:
     google_mock.require_consent = False
     plugin = GoogleCustomerMatchPlugin()
     with serve(google_mock) as url:
@@ -310,7 +310,7 @@ def test_google_outside_the_eea_sends_no_consent(google_mock: GoogleMock) -> Non
 
 
 def test_google_splits_at_10000_members(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle
 ) -> None:
     result = google.tollgate_sync_audience(
         AudienceChange("google", "big", add=_members(20_001))
@@ -320,7 +320,7 @@ def test_google_splits_at_10000_members(
 
 
 def test_google_waits_retry_after_on_429_then_succeeds(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock, sleeps: list[float]
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle, sleeps: list[float]
 ) -> None:
     google_mock.rate_limited = 1
     result = google.tollgate_sync_audience(AudienceChange("google", "l", add=[BOB]))
@@ -329,7 +329,7 @@ def test_google_waits_retry_after_on_429_then_succeeds(
 
 
 def test_google_daily_quota_is_not_retried(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock, sleeps: list[float]
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle, sleeps: list[float]
 ) -> None:
     google_mock.daily_quota_once = True
     result = google.tollgate_sync_audience(AudienceChange("google", "l", add=[BOB]))
@@ -339,7 +339,7 @@ def test_google_daily_quota_is_not_retried(
 
 
 def test_google_partial_failure_is_reported_per_contact_and_the_rest_applied(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle
 ) -> None:
     google_mock.reject = {sha256_hex("bob@example.com")}
     result = google.tollgate_sync_audience(
@@ -354,7 +354,7 @@ def test_google_partial_failure_is_reported_per_contact_and_the_rest_applied(
 
 
 def test_google_member_without_identifiers_fails_alone(
-    google: GoogleCustomerMatchPlugin, google_mock: GoogleMock
+    google: GoogleCustomerMatchPlugin, google_mock: LocalGoogle
 ) -> None:
     nobody = AudienceMember("c-none", "not-an-address", "+0000000000")
     result = google.tollgate_sync_audience(
@@ -378,7 +378,7 @@ def test_google_network_down_is_an_error_without_personal_data() -> None:
 
 
 def test_a_long_retry_after_is_capped(
-    meta: MetaAudiencesPlugin, meta_mock: MetaMock, sleeps: list[float]
+    meta: MetaAudiencesPlugin, meta_mock: LocalMeta, sleeps: list[float]
 ) -> None:
     meta_mock.rate_limited, meta_mock.retry_after = 1, "3600"
     result = meta.tollgate_sync_audience(AudienceChange("meta", "a", add=[BOB]))

@@ -1,4 +1,4 @@
-"""Tiers synced to ad platforms (local mock servers), and suppression at once."""
+"""Tiers synced to ad platforms (their local stand-ins), and suppression at once."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from ad_platform_mocks import GoogleMock, MetaMock, serve
+import sqlalchemy as sa
 
 import audit
+from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.app import Settings, build_gateway
 from gateway.audiences import AudienceSync
 from gateway.errors import InvalidRequestError
@@ -35,16 +36,16 @@ PEOPLE = {
 
 
 @pytest.fixture
-def mocks() -> Iterator[tuple[MetaMock, GoogleMock, str, str]]:
-    meta = MetaMock(token=TOKEN)
-    google = GoogleMock(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
+def mocks() -> Iterator[tuple[LocalMeta, LocalGoogle, str, str]]:
+    meta = LocalMeta(token=TOKEN)
+    google = LocalGoogle(token=TOKEN, operating_account=ACCOUNT, require_consent=True)
     with serve(meta) as meta_url, serve(google) as google_url:
         yield meta, google, meta_url, google_url
 
 
 @pytest.fixture
 def gateway(
-    tmp_path: Path, store_url: str, mocks: tuple[MetaMock, GoogleMock, str, str]
+    tmp_path: Path, store_url: str, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> Iterator[Gateway]:
     _, _, meta_url, google_url = mocks
     settings = Settings(
@@ -87,7 +88,7 @@ def _id(gateway: Gateway, name: str) -> str:
 
 
 def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, google, _, _ = mocks
     sync = AudienceSync(gateway)
@@ -113,7 +114,7 @@ def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
 
 
 def test_a_conversion_leaves_every_audience_of_its_old_tier_at_once(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, google, _, _ = mocks
     sync = AudienceSync(gateway)
@@ -136,7 +137,7 @@ def test_a_conversion_leaves_every_audience_of_its_old_tier_at_once(
 
 
 def test_an_opt_out_removes_the_contact_from_every_audience(
-    gateway: Gateway, mocks: tuple[MetaMock, GoogleMock, str, str]
+    gateway: Gateway, mocks: tuple[LocalMeta, LocalGoogle, str, str]
 ) -> None:
     meta, _, _, _ = mocks
     AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
@@ -176,3 +177,29 @@ def test_sync_audience_over_grpc(gateway: Gateway) -> None:
     assert (answer.added, answer.audience_id) == (2, "tg-new-high-intent")
     assert dict(answer.excluded_by_rule)["suppression.do-not-contact"] == 1
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_tier_sync_takes_a_few_transactions_not_some_per_member(
+    gateway: Gateway,
+) -> None:
+    """Regression: a sync read every contact in its own transaction and
+    audited every member decision in a transaction (a commit) of its own."""
+    for i in range(40):
+        ref = ContactRef(external_id=f"more{i}")
+        gateway.upsert_contact(
+            ContactInput(external_id=ref.external_id, phone=f"+1212555{200 + i:04d}")
+        )
+        gateway.record_consent(
+            ref, channel="meta", purpose="advertising", granted=True, source="web_form"
+        )
+    begins: list[object] = []
+    sa.event.listen(gateway.store.engine, "begin", begins.append)
+
+    report = AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+
+    assert (report.considered, report.added) == (44, 42)
+    assert len(begins) <= 6  # members, 2 batches of contacts, audit, membership
+    decisions = [
+        r for r in gateway.store.audit_records() if r.kind == "audience_decision"
+    ]
+    assert len(decisions) == 44

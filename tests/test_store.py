@@ -124,3 +124,48 @@ def test_personal_data_never_reaches_the_audit_table(store: Store) -> None:
     with pytest.raises(audit.PersonalDataError):
         store.append_audit("event", {"contact_id": "ct_1", "note": "+12125550123"})
     assert list(store.audit_records()) == []
+
+
+def test_snapshots_in_batches_are_the_snapshots_of_every_contact(store: Store) -> None:
+    for i in range(7):
+        ref = ContactRef(external_id=f"x{i}")
+        store.upsert_contact(ContactFields(ref.external_id, f"+1212555{i:04d}"), NOW)
+        for channel in ("meta", "google")[: i % 3]:
+            entry = {
+                "channel": channel,
+                "purpose": "advertising",
+                "granted": True,
+                "source": "web_form",
+                "recorded_at": NOW - timedelta(minutes=i),
+            }
+            store.record_consent(ref, entry, lambda cid: {"contact_id": cid})
+    confirmation = Reservation("sms", "opt_out_confirmation", "", NOW)
+    store.decide(
+        ContactRef(external_id="x4"), NOW, "k", "d",
+        lambda snap, seq: Verdict({"contact_id": "ct"}, confirmation, {}),
+    )  # fmt: skip
+    store.erase(ContactRef(external_id="x3"), NOW)
+
+    batched = list(store.snapshots(batch=3))
+
+    one_by_one = [
+        store.snapshot(ContactRef(contact_id=c), None) for c in store.contact_ids()
+    ]
+    assert batched == one_by_one
+    assert [s.external_id for s in batched] == ["x0", "x1", "x2", "x4", "x5", "x6"]
+    assert batched[3].confirmations == {"sms": NOW}
+    assert [len(s.consents) for s in batched] == [0, 1, 2, 1, 2, 0]
+
+
+def test_append_audits_chains_records_in_one_transaction(store: Store) -> None:
+    store.append_audit("event", {"contact_id": "ct_0"})
+    begins: list[object] = []
+    sa.event.listen(store.engine, "begin", begins.append)
+
+    last = store.append_audits("event", [{"contact_id": f"ct_{i}"} for i in (1, 2, 3)])
+
+    assert last == 4 and len(begins) == 1
+    assert store.append_audits("event", []) == 0
+    records = list(store.audit_records())
+    assert audit.verify_chain(records).count == 4
+    assert [r.body["contact_id"] for r in records] == ["ct_0", "ct_1", "ct_2", "ct_3"]
