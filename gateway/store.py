@@ -542,6 +542,20 @@ class Store:
         """Append one audit record; return its seq once it is committed."""
         return self._write(lambda writer: writer.append(kind, body))
 
+    def append_audits(self, kind: str, bodies: Sequence[Mapping[str, Any]]) -> int:
+        """Append records of one kind, in order, in one transaction (one
+        commit, not one per record); return the last seq (0 for none)."""
+        if not bodies:
+            return 0
+
+        def append_all(writer: _Writer) -> int:
+            seq = 0
+            for body in bodies:
+                seq = writer.append(kind, body)
+            return seq
+
+        return self._write(append_all)
+
     def _write(self, work: Callable[[_Writer], T]) -> T:
         """Run `work` in the next group commit; return what it returned."""
         return self.committer.submit(work)
@@ -612,17 +626,6 @@ class Store:
         with self._sessions.begin() as session:
             row = session.get(models.AuditRow, seq)
             return None if row is None else _to_record(row)
-
-    def append_audits(self, kind: str, bodies: Sequence[Mapping[str, Any]]) -> int:
-        """Append records of one kind, in order, in one transaction (one
-        commit, not one per record); return the last seq (0 for none)."""
-        if not bodies:
-            return 0
-        with self._sessions.begin() as session:
-            head = _lock_head(session)
-            for body in bodies:
-                _append_audit(session, kind, body, head)
-            return head.seq
 
     def audit_head(self) -> tuple[int, str]:
         """The (seq, hash) the store records as the chain's last record."""
