@@ -474,8 +474,13 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def _import(
     stub: pb_grpc.GatewayStub, customers: Sequence[Customer], at: datetime
 ) -> None:
-    """Create every contact, its consent and its prior calls over gRPC."""
-    consent_at = at - timedelta(days=30)
+    """Create every contact, its consent and its prior calls over gRPC.
+
+    Consents are dated 30 days before the campaign clock, or before today if
+    that is earlier: replies (STOP) are recorded at the real clock, and must
+    come after the grants they revoke even when `at` lies in the future.
+    """
+    consent_at = min(at, datetime.now(UTC)) - timedelta(days=30)
     for c in customers:
         stub.UpsertContact(
             pb.UpsertContactRequest(
