@@ -96,7 +96,7 @@ def test_a_tier_reaches_both_platforms_with_only_the_allowed_members(
     for report in reports:
         assert (report.considered, report.added, report.removed) == (4, 2, 0)
         assert report.excluded_by_rule == {
-            "consent.marketing-needs-grant": 1,
+            "consent.advertising-needs-grant": 1,
             "suppression.do-not-contact": 1,
         }
         assert report.error == "" and report.failed == {}

@@ -929,6 +929,32 @@ def test_a_tier_cap_counts_only_its_purpose() -> None:
     assert_decision(decision, "ALLOW", [])
 
 
+AD_MEMBERSHIP = {
+    "channel": "meta",
+    "purpose": "advertising",
+    "address_kind": "audience",
+}
+
+
+@pytest.mark.parametrize(
+    ("consent", "rule_ids"),
+    [
+        pytest.param("granted", [], id="granted"),
+        pytest.param("none", ["consent.advertising-needs-grant"], id="none"),
+        pytest.param(
+            "revoked",
+            ["consent.advertising-needs-grant", REVOKED],
+            id="revoked",
+        ),
+    ],
+)
+def test_an_ad_audience_membership_needs_advertising_consent(
+    consent: str, rule_ids: list[str]
+) -> None:
+    decision = decide(BUNDLE, msg=message(**AD_MEMBERSHIP, consent=consent))
+    assert_decision(decision, "DENY" if rule_ids else "ALLOW", _expects(*rule_ids))
+
+
 def test_every_rule_of_the_bundle_is_exercised() -> None:
     shipped = {rule.id for policy in BUNDLE.policies for rule in policy.rules}
     shipped |= {cap.id for policy in BUNDLE.policies for cap in policy.caps}
