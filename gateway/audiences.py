@@ -115,8 +115,6 @@ class AudienceSync:
                 continue
             report.considered += 1
             body = self._decide(snap, given, report)
-            if body is None:
-                continue
             decisions.append(body)
             if body["outcome"] == "ALLOW":
                 desired[snap.contact_id] = snap
@@ -149,10 +147,9 @@ class AudienceSync:
             )
             if in_tier:
                 body = self._decide(snap, given, report)
-                if body is not None:
-                    self.gateway.store.append_audit("audience_decision", body)
-                    if body["outcome"] == "ALLOW":
-                        continue
+                self.gateway.store.append_audit("audience_decision", body)
+                if body["outcome"] == "ALLOW":
+                    continue
             else:
                 report.excluded_by_rule["tier changed"] += 1
             self._apply(report, [], {}, [contact_id], {contact_id: snap}, "", now)
@@ -173,23 +170,25 @@ class AudienceSync:
 
     def _decide(
         self, snap: ContactSnapshot, given: DecisionInput, report: SyncReport
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         """Decide one membership; count what excluded it. Returns the audit
-        record's body, or None for a contact with no address to match on."""
+        record's body. A contact with no address to match on is refused
+        without asking the policies, as a message to it would be."""
+        bundle = self.gateway.bundle
         if snap.email is None and snap.phone_e164 is None:
-            report.excluded_by_rule[NO_ADDRESS_RULE] += 1
-            return None
-        decision = evaluate(self.gateway.bundle, given)
-        for reason in decision.reasons:
-            report.excluded_by_rule[reason.rule_id] += 1
+            outcome, reasons = "DENY", [NO_ADDRESS_RULE]
+        else:
+            decision = evaluate(bundle, given)
+            outcome, reasons = decision.outcome, decision.rule_ids
+        report.excluded_by_rule.update(reasons)
         return {
             "contact_id": snap.contact_id,
             "platform": given.message["channel"],
             "audience_id": given.message["campaign"],
             "tier": str(given.contact.get("tier", "")),
-            "outcome": decision.outcome,
-            "reasons": [r.rule_id for r in decision.reasons],
-            "bundle_hash": decision.bundle_hash,
+            "outcome": outcome,
+            "reasons": reasons,
+            "bundle_hash": bundle.hash,
         }
 
     def _apply(

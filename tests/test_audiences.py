@@ -203,3 +203,24 @@ def test_a_tier_sync_takes_a_few_transactions_not_some_per_member(
         r for r in gateway.store.audit_records() if r.kind == "audience_decision"
     ]
     assert len(decisions) == 44
+
+
+def test_a_member_with_no_address_to_match_on_is_refused_and_audited(
+    gateway: Gateway,
+) -> None:
+    gateway.upsert_contact(ContactInput(external_id="blank", stage="new"))
+    blank = gateway.store.snapshot(ContactRef(external_id="blank"), None).contact_id
+
+    report = AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+
+    assert report.excluded_by_rule["gateway.no-address"] == 1
+    [record] = [
+        r
+        for r in gateway.store.audit_records()
+        if r.kind == "audience_decision" and r.body["contact_id"] == blank
+    ]
+    assert (record.body["outcome"], record.body["reasons"]) == (
+        "DENY",
+        ["gateway.no-address"],
+    )
+    assert record.body["bundle_hash"] == gateway.bundle.hash
