@@ -217,6 +217,16 @@ def _verdict(seq_seen: list[int] | None = None) -> Callable[..., Verdict]:
     return decide
 
 
+def _held_decision(release: threading.Event) -> Callable[..., Verdict]:
+    """A decision that waits for `release`, so the others queue behind it."""
+
+    def decide(snap: ContactSnapshot, seq: int) -> Verdict:
+        release.wait(30)
+        return _verdict()(snap, seq)
+
+    return decide
+
+
 def _contact(store: Store, name: str) -> ContactRef:
     contact_id, _ = store.upsert_contact(ContactFields(name), NOW)
     return ContactRef(contact_id=contact_id)
@@ -287,10 +297,6 @@ def test_a_failing_unit_is_refused_alone_and_its_neighbours_commit(
     ref = _contact(store, "c1")
     release = threading.Event()
 
-    def held(snap: ContactSnapshot, seq: int) -> Verdict:
-        release.wait(30)
-        return _verdict()(snap, seq)
-
     def refused(snap: ContactSnapshot, seq: int) -> Verdict:
         raise RuntimeError("policy evaluation failed")
 
@@ -307,7 +313,9 @@ def test_a_failing_unit_is_refused_alone_and_its_neighbours_commit(
         lambda: store.decide(ref, NOW, "good", "d", _verdict(seen)),
     ]
     with _commits(store) as commits, ThreadPoolExecutor(6) as pool:
-        first = pool.submit(store.decide, ref, NOW, "first", "d", held)
+        first = pool.submit(
+            store.decide, ref, NOW, "first", "d", _held_decision(release)
+        )
         _wait_until(lambda: store.committer.queued == 0, "the first unit leads")
         futures = []
         for count, unit in enumerate(units, start=1):
@@ -338,12 +346,10 @@ def test_one_key_twice_in_one_group_is_decided_once_then_replayed(
     ref = _contact(store, "c1")
     release = threading.Event()
 
-    def held(snap: ContactSnapshot, seq: int) -> Verdict:
-        release.wait(30)
-        return _verdict()(snap, seq)
-
     with _commits(store) as commits, ThreadPoolExecutor(4) as pool:
-        first = pool.submit(store.decide, ref, NOW, "first", "d", held)
+        first = pool.submit(
+            store.decide, ref, NOW, "first", "d", _held_decision(release)
+        )
         _wait_until(lambda: store.committer.queued == 0, "the first unit leads")
         calls = [("k", "d"), ("k", "d"), ("k", "other request")]
         futures = []
