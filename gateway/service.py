@@ -34,10 +34,16 @@ from gateway.identity import (
     refuse_personal_data,
 )
 from gateway.inbound import Intent, classify
-from gateway.policy import Bundle, Decision, DecisionInput, Reason, evaluate, tier_of
+from gateway.policy import (
+    Bundle,
+    Decision,
+    DecisionInput,
+    Reason,
+    evaluate,
+    place_in_tier,
+)
 from gateway.policy._context import PURPOSES
 from gateway.policy._engine import SendRecord
-from gateway.policy._tiers import NO_TIER
 from gateway.reload import BundleHolder
 from gateway.store import (
     ContactFields,
@@ -333,8 +339,8 @@ class Gateway:
             "regions": list(zones.regions),
             "consent": consents,
         }
-        tier = tier_of(bundle, contact, now)
-        contact.update(tier.context() if tier else NO_TIER)
+        fields, tier_error = place_in_tier(bundle, contact, now)
+        contact.update(fields)
         message = {
             "channel": channel,
             "purpose": purpose,
@@ -347,7 +353,10 @@ class Gateway:
             "body_length": body_length,
         }
         sends = [SendRecord(s.at, s.channel, s.purpose) for s in snap.sends]
-        return DecisionInput(now=now, contact=contact, message=message, sends=sends)
+        return DecisionInput(
+            now=now, contact=contact, message=message, sends=sends,
+            tier_error=tier_error,
+        )  # fmt: skip
 
     def _forward(
         self, request: SendInput, snap: ContactSnapshot, response: Mapping[str, Any]

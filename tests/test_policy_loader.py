@@ -501,6 +501,38 @@ TIER_CAP_REFUSALS = [
         "tier 'only' cap 'marketing_per_day' is enforced by no policy",
         id="tier-cap-nothing-enforces",
     ),
+    pytest.param(
+        "    tier_cap: marketing_per_day\n    mode: shadow\n",
+        _TIER,
+        "tier 'only' cap 'marketing_per_day' is enforced by no policy",
+        id="tier-cap-read-only-in-shadow-mode",
+    ),
+    pytest.param(
+        "    tier_cap: marketing_per_day\n    mode: warn\n",
+        _TIER,
+        "tier 'only' cap 'marketing_per_day' is enforced by no policy",
+        id="tier-cap-read-only-in-warn-mode",
+    ),
+    pytest.param(
+        "    tier_cap: marketing_per_day\n",
+        _TIER.replace(
+            "marketing_per_day: 2", "marketing_per_day: 99999999999999999999"
+        ),
+        "cap 'marketing_per_day' must be a whole number from 1 to 1000000",
+        id="tier-cap-too-large",
+    ),
+    pytest.param(
+        "    tier_cap: marketing_per_day\n",
+        _TIER.replace("marketing_per_day: 2", "marketing_per_day: true"),
+        "found True",
+        id="tier-cap-bool",
+    ),
+    pytest.param(
+        "    max: 1000001\n",
+        _TIER,
+        "max must be at most 1000000",
+        id="fixed-cap-too-large",
+    ),
 ]
 
 

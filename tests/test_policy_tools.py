@@ -184,6 +184,27 @@ def test_diff_lists_rules_added_removed_and_changed(tmp_path: Path) -> None:
     assert "~ cap frequency-caps.marketing-3-per-24h: max changed" in cli.output
 
 
+def test_diff_lists_tiers_changed_and_reordered(tmp_path: Path) -> None:
+    old = _copy(tmp_path / "old")
+    new = _copy(tmp_path / "new")
+    _edit(new / "tiers.yaml", "marketing_per_day: 2", "marketing_per_day: 1")
+    text = (new / "tiers.yaml").read_text()
+    head, _, rest = text.partition("  - id: in-pipeline\n")
+    pipeline, _, others = rest.partition("  - id: customer-expansion\n")
+    (new / "tiers.yaml").write_text(
+        head + "  - id: customer-expansion\n" + others.rstrip("\n") + "\n\n"
+        "  - id: in-pipeline\n" + pipeline
+    )
+
+    result = diff_bundles(load_bundle(old), load_bundle(new))
+
+    assert (result.added, result.removed) == ([], [])
+    assert result.changed == {
+        "tier new-high-intent": ["caps"],
+        "tiers": ["order"],
+    }
+
+
 def test_replay_shows_which_recorded_decisions_a_change_would_flip(
     make_gateway: GatewayFactory, tmp_path: Path
 ) -> None:
@@ -209,3 +230,67 @@ def test_replay_shows_which_recorded_decisions_a_change_would_flip(
     assert lines[0] == "10 recorded decisions replayed, 3 would change"
     assert lines[1].split() == ["ALLOW", "->", "DEFER", "3"]
     assert "  + tiers.marketing-per-day" in result.output
+
+
+def test_a_tier_condition_that_fails_denies_the_message_and_says_why(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    folder = _copy(tmp_path / "bundle")
+    # reads an attribute most contacts lack: an error for them, not a "false"
+    _edit(
+        folder / "tiers.yaml",
+        "    when: 'contact.stage == \"new\"'",
+        '    when: \'contact.stage == "new" && contact.attributes.segment == "a"\'',
+    )
+    gateway = make_gateway(policies=folder)
+    ref = add_contact(gateway, stage="new")
+
+    response = gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", "k1", at=AT))
+
+    decision = response["decision"]
+    assert decision["outcome"] == "DENY"
+    [reason] = decision["reasons"]
+    assert reason["rule_id"] == "tiers.error"
+    assert "tier 'new-high-intent'" in reason["message"]
+    assert "segment" in reason["message"]
+    result = CliRunner().invoke(
+        main, ["policy", "explain", str(_new_lead_input(tmp_path)), str(folder)]
+    )
+    assert result.output.startswith("decision: DENY\n  error tiers.error:"), (
+        result.output
+    )
+
+
+def _new_lead_input(tmp_path: Path) -> Path:
+    path = tmp_path / "input.yaml"
+    path.write_text(
+        "at: 2026-07-15T16:00:00Z\n"
+        'contact: {stage: new, phone: "+12125550123",'
+        ' consent: {"sms:marketing": granted}}\n'
+        "message: {channel: sms, purpose: marketing}\n"
+    )
+    return path
+
+
+def test_replaying_the_bundle_that_decided_changes_nothing(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gateway = make_gateway()
+    with_phone = add_contact(gateway, "c1")
+    no_phone = add_contact(gateway, "c2", phone="", consent=False)
+    for i, ref in enumerate([with_phone, no_phone, with_phone, with_phone]):
+        gateway.send(SendInput(ref, "sms", "marketing", "c", "hi", f"k{i}", at=AT))
+    outcomes = [
+        r.body["outcome"] for r in gateway.store.audit_records() if r.kind == "decision"
+    ]
+    assert sorted(outcomes) == ["ALLOW", "ALLOW", "DEFER", "DENY"]
+    url = f"sqlite:///{tmp_path / 'tollgate.db'}"
+
+    result = CliRunner().invoke(
+        main, ["policy", "replay", "--bundle", str(default_policies()), "--db", url]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "4 recorded decisions replayed, 0 would change"
+    ]

@@ -38,7 +38,7 @@ from gateway.errors import PolicyError
 from gateway.policy import _context, _typecheck
 from gateway.policy._functions import HOST_FUNCTIONS
 from gateway.policy._runtime import CELParseError, CelRuntime, Program, runtime
-from gateway.policy._tiers import TIERS_FILE, Tier, read_tiers
+from gateway.policy._tiers import MAX_CAP, TIERS_FILE, Tier, read_tiers
 from gateway.policy._yaml import Located, position
 from gateway.policy._yaml import load as load_yaml
 
@@ -196,20 +196,22 @@ def load_bundle(folder: str | Path, runtime_name: str = "interpreted") -> Bundle
 
 
 def _match_tier_caps(policies: Sequence[Policy], tiers: Sequence[Tier]) -> None:
-    """Every tier cap is enforced by a policy cap, and every policy cap that
-    reads a tier cap reads one that some tier defines."""
-    read = {c.tier_cap: c.id for p in policies for c in p.caps if c.tier_cap}
+    """Every tier cap is read by a policy cap in enforce mode, and every
+    policy cap that reads a tier cap reads one that some tier defines."""
+    readers = [(p, c) for p in policies for c in p.caps if c.tier_cap]
     defined = {name for t in tiers for name in t.caps}
-    for name, cid in sorted(read.items()):
-        if name not in defined:
+    for policy, cap in readers:
+        if cap.tier_cap not in defined:
             raise PolicyError(
-                f"cap {cid!r}: tier_cap {name!r} is defined by no tier in {TIERS_FILE}"
+                f"{policy.file}: cap {cap.id!r}: tier_cap {cap.tier_cap!r} is "
+                f"defined by no tier in {TIERS_FILE}"
             )
+    enforced = {c.tier_cap for _, c in readers if c.mode == "enforce"}
     for tier in tiers:
-        for name in sorted(set(tier.caps) - set(read)):
+        for name in sorted(set(tier.caps) - enforced):
             raise PolicyError(
                 f"{TIERS_FILE}: tier {tier.id!r} cap {name!r} is enforced by no "
-                f"policy (add a cap with tier_cap: {name})"
+                f"policy (add a cap with tier_cap: {name}, in enforce mode)"
             )
 
 
@@ -423,6 +425,10 @@ class _Reader:
                 f"max must be a whole number of at least 1, found {limit!r} "
                 "(a cap of 0 would block every message; remove the cap instead)",
                 doc.get("id"),
+            )
+        if limit > MAX_CAP:
+            raise self.fail(
+                where, f"max must be at most {MAX_CAP}, found {limit}", doc.get("id")
             )
         return limit, ""
 

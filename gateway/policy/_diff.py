@@ -1,4 +1,5 @@
-"""Comparing two bundles rule by rule: what was added, removed or changed."""
+"""Comparing two bundles rule by rule and tier by tier: what was added,
+removed or changed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway.policy._bundle import Bundle, Cap, Expr, Policy, Rule
+from gateway.policy._tiers import Tier
 
 
 @dataclass
@@ -27,11 +29,12 @@ class BundleDiff:
         for item, what in self.changed.items():
             yield f"~ {item}: {', '.join(what)} changed"
         if self.empty:
-            yield "no differences in policies, rules or caps"
+            yield "no differences in policies, rules, caps, tiers or data"
 
 
 def diff_bundles(old: Bundle, new: Bundle) -> BundleDiff:
-    """Policies, rules and caps added, removed and changed from old to new."""
+    """Policies, rules, caps and tiers added, removed and changed from old to
+    new; tiers also when only their order changed (the first match wins)."""
     before, after = _items(old), _items(new)
     result = BundleDiff(
         added=[k for k in after if k not in before],
@@ -41,6 +44,10 @@ def diff_bundles(old: Bundle, new: Bundle) -> BundleDiff:
         changes = _changes(before[key], after[key])
         if changes:
             result.changed[key] = changes
+    old_order = [t.id for t in old.tiers if t.id in {u.id for u in new.tiers}]
+    new_order = [t.id for t in new.tiers if t.id in {u.id for u in old.tiers}]
+    if old_order != new_order:
+        result.changed["tiers"] = ["order"]
     result.changed = dict(sorted(result.changed.items()))
     if old.data != new.data:
         names = sorted(k for k in old.data.keys() | new.data.keys()
@@ -55,11 +62,15 @@ def _items(bundle: Bundle) -> dict[str, Any]:
         out[f"policy {policy.id}"] = policy
         out.update({f"rule {r.id}": r for r in policy.rules})
         out.update({f"cap {c.id}": c for c in policy.caps})
+    out.update({f"tier {t.id}": t for t in bundle.tiers})
     return out
 
 
-def _changes(old: Policy | Rule | Cap, new: Policy | Rule | Cap) -> list[str]:
-    skip = {"rules", "caps", "file"}
+def _changes(
+    old: Policy | Rule | Cap | Tier, new: Policy | Rule | Cap | Tier
+) -> list[str]:
+    # a policy's rules and caps are compared as items of their own
+    skip = {"rules", "caps", "file"} if isinstance(old, Policy) else set()
     return [
         f.name
         for f in fields(old)

@@ -35,7 +35,7 @@ from celpy.evaluation import CELEvalError
 from gateway.errors import PolicyError
 from gateway.policy._bundle import Bundle, Cap, Expr, Policy, Rule
 from gateway.policy._functions import CURRENT_NOW, CURRENT_SENDS
-from gateway.policy._tiers import NO_TIER, Tier
+from gateway.policy._tiers import NO_TIER, TIERS_FILE, Tier
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class DecisionInput:
     message: Mapping[str, Any]
     client: Mapping[str, Any] = field(default_factory=dict)
     sends: Sequence[SendRecord] = ()
+    # Why the contact's tier could not be decided ("" when it could): the
+    # decision then fails closed with `TIER_ERROR_RULE`.
+    tier_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ def evaluate(bundle: Bundle, given: DecisionInput) -> Decision:
     activation = _activation(bundle, given)
     reasons: list[Reason] = []
     traces: list[PolicyTrace] = []
+    if given.tier_error:
+        reasons.append(_tier_error(given.tier_error))
+        traces.append(PolicyTrace(TIERS_FILE, "error", given.tier_error))
     with _current(given):
         for policy in bundle.policies:
             trace = PolicyTrace(policy.id, "applied")
@@ -129,12 +135,20 @@ def evaluate(bundle: Bundle, given: DecisionInput) -> Decision:
     return _combine(reasons, bundle.hash, tuple(traces))
 
 
-def tier_of(bundle: Bundle, contact: Mapping[str, Any], now: datetime) -> Tier | None:
-    """The first tier of the bundle whose condition holds for `contact`.
+TIER_ERROR_RULE = "tiers.error"
 
-    Tier conditions read the contact (and `now`, `data`). A condition that
-    cannot be evaluated puts the contact in no tier, which keeps it out of
-    every tier's audiences; the error is logged.
+
+class TierError(Exception):
+    """A tier's condition could not be evaluated for a contact."""
+
+
+def tier_of(bundle: Bundle, contact: Mapping[str, Any], now: datetime) -> Tier | None:
+    """The first tier of the bundle whose condition holds for `contact`, or
+    None when none does.
+
+    Tier conditions read the contact (and `now`, `data`). Raises `TierError`
+    when a condition cannot be evaluated: the contact's tier is then unknown,
+    not "none" (see `place_in_tier`).
     """
     if not bundle.tiers:
         return None
@@ -145,9 +159,36 @@ def tier_of(bundle: Bundle, contact: Mapping[str, Any], now: datetime) -> Tier |
             if _boolean(tier.when, activation):
                 return tier
         except _RuleError as exc:
-            log.warning("tier %s could not be evaluated: %s", tier.id, exc)
-            return None
+            raise TierError(f"tier {tier.id!r}: {exc}") from exc
     return None
+
+
+def place_in_tier(
+    bundle: Bundle, contact: Mapping[str, Any], now: datetime
+) -> tuple[dict[str, Any], str]:
+    """The contact's tier fields (``tier``, ``tier_roles``, ``tier_caps``)
+    and, when its tier cannot be decided, why. Such a contact is in no tier,
+    so it leaves every tier's audiences, and its messages are denied
+    (`DecisionInput.tier_error`)."""
+    try:
+        tier = tier_of(bundle, contact, now)
+    except TierError as exc:
+        log.warning("contact tier could not be decided: %s", exc)
+        return dict(NO_TIER), str(exc)
+    return (tier.context() if tier else dict(NO_TIER)), ""
+
+
+def _tier_error(error: str) -> Reason:
+    return Reason(
+        rule_id=TIER_ERROR_RULE,
+        policy_id=TIERS_FILE,
+        effect="error",
+        message=(
+            "the contact's tier could not be decided, so its caps and channel "
+            f"roles are unknown and the message is denied: {error}"
+        ),
+        citation="Tollgate audience tiers (policies/tiers.yaml)",
+    )
 
 
 def with_tier(bundle: Bundle, given: DecisionInput) -> DecisionInput:
@@ -156,8 +197,9 @@ def with_tier(bundle: Bundle, given: DecisionInput) -> DecisionInput:
     first, or the one named by ``contact.tier`` ("" for none) when given."""
     contact = dict(given.contact)
     if "tier" not in contact:
-        tier = tier_of(bundle, contact, given.now)
-    elif not contact["tier"]:
+        fields, error = place_in_tier(bundle, contact, given.now)
+        return replace(given, contact=contact | fields, tier_error=error)
+    if not contact["tier"]:
         tier = None
     else:
         named = {t.id: t for t in bundle.tiers}

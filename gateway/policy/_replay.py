@@ -19,6 +19,10 @@ from gateway.policy._bundle import Bundle
 from gateway.policy._engine import DecisionInput, SendRecord, evaluate, with_tier
 from gateway.policy._tiers import NO_TIER
 
+# Refusals the gateway makes itself, outside the bundle (a message to a contact
+# with no address for the channel): no candidate bundle changes them.
+GATEWAY_RULES = frozenset({"gateway.no-address"})
+
 
 @dataclass
 class ReplayReport:
@@ -67,17 +71,19 @@ def replay(
             for r in body.get("reasons", [])
             if r.get("mode", "enforce") == "enforce"
         }
-        after = set(decision.rule_ids)
-        if decision.outcome == body.get("outcome") and before == after:
+        kept = before & GATEWAY_RULES
+        after = set(decision.rule_ids) | kept
+        outcome = "DENY" if kept else decision.outcome
+        if outcome == body.get("outcome") and before == after:
             continue
         report.changed += 1
-        report.transitions[f"{body.get('outcome')} -> {decision.outcome}"] += 1
+        report.transitions[f"{body.get('outcome')} -> {outcome}"] += 1
         report.rules_added.update(after - before)
         report.rules_removed.update(before - after)
         if len(report.examples) < 5:
             report.examples.append(
                 f"{seq} (contact {body.get('contact_id')}): "
-                f"{body.get('outcome')} -> {decision.outcome}"
+                f"{body.get('outcome')} -> {outcome}"
             )
     return report
 

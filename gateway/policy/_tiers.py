@@ -24,6 +24,7 @@ TIER_KEYS = {
     "channel_roles", "caps",
 }  # fmt: skip
 TIERS_FILE = "tiers.yaml"
+MAX_CAP = 1_000_000  # any cap above this is a typing error, not a policy
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,16 @@ def _roles(
 
 def _caps(reader: Any, raw: Mapping[str, Any], where: str) -> dict[str, int]:
     value = raw.get("caps") or {}
-    if not isinstance(value, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1
-        for v in value.values()
-    ):
-        raise reader.fail(where, "caps must map names to whole numbers of at least 1")
+    if not isinstance(value, dict):
+        raise reader.fail(where, "caps must map names to whole numbers")
+    for name, limit in value.items():
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            limit = None
+        if limit is None or not 1 <= limit <= MAX_CAP:
+            raise reader.fail(
+                where,
+                f"cap {name!r} must be a whole number from 1 to {MAX_CAP}, "
+                f"found {value[name]!r}",
+                value[name],
+            )
     return {str(k): int(v) for k, v in value.items()}
