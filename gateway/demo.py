@@ -372,7 +372,9 @@ def _route(
     summary.channel = (
         "Kannel 1.4.5 (bearerbox and smsbox on 127.0.0.1, fake SMSC)"
         if kannel
-        else "the outbox file (Kannel is not installed)"
+        else "the outbox file ("
+        + ("--outbox given" if LocalKannel.available() else "Kannel is not installed")
+        + ")"
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
