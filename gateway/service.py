@@ -66,6 +66,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 # outcome was never recorded (see Gateway._replay).
 REDELIVER_AFTER = 60.0
 TOUCH_EVENT = "touch"
+ADVERTISING = "advertising"
 
 
 @dataclass(frozen=True)
@@ -450,7 +451,9 @@ class Gateway:
         grant names its legal basis (express written by default); consent
         implied by a purchase or inquiry expires (by default after 18 or 3
         months). Only the SHA-256 of the disclosure text shown is kept. An
-        import never turns a revoked consent back on: it is refused.
+        import never turns a revoked consent back on: it is refused. A
+        revocation that covers advertising on an ad platform takes the
+        contact out of the audiences it may no longer be in, at once.
         """
         _check_ref(ref)
         if channel != consent.ALL:
@@ -504,8 +507,20 @@ class Gateway:
 
         # only an import's grant reads the ledger under the contact's lock
         guard = refuse_regrant if granted and _is_import(source) else None
-        contact_id, seq, _ = self.store.record_consent(ref, entry, body, guard)
+        leaves = not granted and self._covers_advertising(channel, purpose)
+        contact_id, seq, _ = self.store.record_consent(
+            ref, entry, body, guard, leaves_audiences=leaves
+        )
+        if leaves:
+            self.suppress_audiences(contact_id, revocation=True)
         return contact_id, seq
+
+    def _covers_advertising(self, channel: str, purpose: str) -> bool:
+        """Whether consent for (channel, purpose) governs ad audiences."""
+        platform = (
+            channel == consent.ALL or channel in self.channels.audience_platforms()
+        )
+        return platform and purpose in (ADVERTISING, consent.ALL)
 
     def consent_evidence(
         self, ref: ContactRef, channel: str, purpose: str, at: datetime | None = None
@@ -610,11 +625,10 @@ class Gateway:
         it answers."""
         if intent is Intent.OPT_OUT:
             for ref in refs:
-                contact_id, _ = self.record_consent(
+                self.record_consent(  # which also empties its ad audiences
                     ref, channel=consent.ALL, purpose=consent.ALL, granted=False,
                     source="keyword", provider_confirmed=reply.provider_confirmed,
                 )  # fmt: skip
-                self.suppress_audiences(contact_id)
             if reply.provider_confirmed:
                 return None
             return self._program_reply(
@@ -715,15 +729,18 @@ class Gateway:
         self.suppress_audiences(contact_id)
         return contact_id, stage, seq
 
-    def suppress_audiences(self, contact_id: str) -> int:
+    def suppress_audiences(self, contact_id: str, *, revocation: bool = False) -> int:
         """Take the contact out of every ad audience it may no longer be in,
-        at once (a conversion, a pipeline entry, an opt-out ...). Returns how
-        many audiences it left."""
+        at once (a conversion, a pipeline entry, an opt-out ...); after a
+        `revocation` of advertising consent, clear its removal mark once
+        done. Returns how many audiences it left."""
         from gateway.audiences import AudienceSync  # built on this module
 
         if not self.channels.audience_platforms():
             return 0
-        reports = AudienceSync(self).suppress(contact_id, self._clock())
+        reports = AudienceSync(self).suppress(
+            contact_id, self._clock(), revocation=revocation
+        )
         return sum(r.removed for r in reports)
 
 

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -227,19 +228,39 @@ class Store:
             yield from found
             last = rows[-1].id
 
+    def snapshots_of(self, contact_ids: Sequence[str]) -> list[ContactSnapshot]:
+        """These contacts (erased ones too), read as `snapshots` reads them,
+        in one transaction; an unknown id is left out."""
+        with self._sessions.begin() as session:
+            rows = session.scalars(
+                sa.select(models.Contact)
+                .where(models.Contact.contact_id.in_(list(contact_ids)))
+                .order_by(models.Contact.id)
+            ).all()
+            pks = [row.id for row in rows]
+            consents = _consents_of(session, pks)
+            confirmations = _confirmations_of(session, pks)
+            return [
+                _snapshot_of(row, consents.get(row.id, ()), confirmations, ())
+                for row in rows
+            ]
+
     def record_consent(
         self,
         ref: ContactRef,
         entry: Mapping[str, Any],
         audit_body: Callable[[str], Mapping[str, Any]],
         guard: Callable[[ContactSnapshot], None] | None = None,
+        *,
+        leaves_audiences: bool = False,
     ) -> tuple[str, int, int]:
         """Append a consent entry and its audit record.
 
         `guard` sees the contact (with its whole ledger) under the contact's
-        lock and may refuse the entry by raising. A revocation for every
-        channel also marks the contact for removal from every ad audience.
-        Returns (contact_id, audit seq, ledger entry id).
+        lock and may refuse the entry by raising. With `leaves_audiences` (a
+        revocation that covers advertising) the contact is also marked, in
+        the same transaction, as due to leave its ad audiences, until
+        `audience_removal_done`. Returns (contact_id, audit seq, entry id).
         """
 
         def work(writer: _Writer) -> tuple[str, int, int]:
@@ -250,7 +271,7 @@ class Store:
             seq = writer.append("consent", audit_body(row.contact_id))
             consent = models.Consent(contact_pk=row.id, audit_seq=seq, **entry)
             session.add(consent)
-            if not entry["granted"] and entry["channel"] == "*":
+            if leaves_audiences:
                 row.audience_removal_due = True
             session.flush()
             return row.contact_id, seq, consent.id
@@ -348,7 +369,13 @@ class Store:
         body: Mapping[str, Any],
         now: datetime,
     ) -> int:
-        """Record what the platform accepted, and the sync in the audit log."""
+        """Record what the platform accepted, and the sync in the audit log.
+
+        Idempotent, as the platforms are: adding a member already stored or
+        removing one not stored is no error, whatever another sync wrote
+        meanwhile (the insert skips a row the unique key already holds).
+        """
+        added, removed = list(added), list(removed)
 
         def work(writer: _Writer) -> int:
             session = writer.session
@@ -359,15 +386,18 @@ class Store:
                     )
                 ).all()
             )
-            for contact_id in added:
-                session.add(
-                    models.AudienceMemberRow(
-                        platform=platform,
-                        audience_id=audience_id,
-                        contact_pk=pks[contact_id],
-                        added_at=now,
-                    )
-                )
+            rows = [
+                {
+                    "platform": platform,
+                    "audience_id": audience_id,
+                    "contact_pk": pks[c],
+                    "added_at": now,
+                }
+                for c in added
+                if c in pks
+            ]
+            if rows:
+                session.execute(_insert_new_members(session, rows))
             gone = [pks[c] for c in removed if c in pks]
             if gone:
                 session.execute(
@@ -382,7 +412,8 @@ class Store:
         return self._write(work)
 
     def audience_removals(self) -> list[str]:
-        """Pseudonymous ids of contacts that must leave every ad audience."""
+        """Pseudonymous ids of contacts whose revocation of advertising
+        consent has not yet been carried to every ad audience."""
         with self._sessions.begin() as session:
             return list(
                 session.scalars(
@@ -390,6 +421,16 @@ class Store:
                         models.Contact.audience_removal_due.is_(True)
                     )
                 )
+            )
+
+    def audience_removal_done(self, contact_id: str) -> None:
+        """Clear the mark `record_consent` set: the contact's audiences have
+        all been decided again since its revocation."""
+        with self._sessions.begin() as session:
+            session.execute(
+                sa.update(models.Contact)
+                .where(models.Contact.contact_id == contact_id)
+                .values(audience_removal_due=False)
             )
 
     def record_event(
@@ -812,6 +853,15 @@ def _snapshot(
             )
         )
     return _snapshot_of(row, consents, confirmations, sends)
+
+
+def _insert_new_members(session: Session, rows: list[dict[str, Any]]) -> sa.Executable:
+    """INSERT these audience members, skipping any already stored (ON
+    CONFLICT DO NOTHING, which SQLite and PostgreSQL both understand)."""
+    table = models.AudienceMemberRow
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).values(rows).on_conflict_do_nothing()
+    return sqlite.insert(table).values(rows).on_conflict_do_nothing()
 
 
 def _consents_of(

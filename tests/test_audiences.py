@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -13,8 +15,9 @@ import sqlalchemy as sa
 import audit
 from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.app import Settings, build_gateway
-from gateway.audiences import AudienceSync
+from gateway.audiences import NOT_IN_TIER_RULE, AudienceSync
 from gateway.errors import InvalidRequestError
+from gateway.hookspecs import AudienceChange, AudienceSyncResult
 from gateway.server import build_server
 from gateway.service import ContactInput, Gateway, InboundInput
 from gateway.store import ContactRef
@@ -198,7 +201,9 @@ def test_a_tier_sync_takes_a_few_transactions_not_some_per_member(
     report = AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
 
     assert (report.considered, report.added) == (44, 42)
-    assert len(begins) <= 6  # members, 2 batches of contacts, audit, membership
+    # pending removals, members, 2 batches of contacts, audit, membership,
+    # and one re-read of the contacts added
+    assert len(begins) <= 8
     decisions = [
         r for r in gateway.store.audit_records() if r.kind == "audience_decision"
     ]
@@ -224,3 +229,279 @@ def test_a_member_with_no_address_to_match_on_is_refused_and_audited(
         ["gateway.no-address"],
     )
     assert record.body["bundle_hash"] == gateway.bundle.hash
+
+
+AUDIENCE = "tg-new-high-intent"
+Mocks = tuple[LocalMeta, LocalGoogle, str, str]
+
+
+def _platforms_of(gateway: Gateway, name: str) -> list[str]:
+    return [p for p, _ in gateway.store.memberships(_id(gateway, name))]
+
+
+def _decisions_of(gateway: Gateway, name: str) -> list[dict[str, object]]:
+    contact_id = _id(gateway, name)
+    return [
+        r.body
+        for r in gateway.store.audit_records()
+        if r.kind == "audience_decision" and r.body["contact_id"] == contact_id
+    ]
+
+
+def test_a_revocation_recorded_with_record_consent_leaves_the_audiences_at_once(
+    gateway: Gateway, mocks: Mocks
+) -> None:
+    """Regression: only a STOP reply removed a contact from its audiences; a
+    revocation recorded through RecordConsent left it in them."""
+    meta, google, _, _ = mocks
+    sync = AudienceSync(gateway)
+    for platform in ("meta", "google"):
+        sync.sync(platform, tier_id="new-high-intent")
+
+    gateway.record_consent(
+        ContactRef(external_id="n1"), channel="meta", purpose="advertising",
+        granted=False, source="web_form",
+    )  # fmt: skip
+    gateway.record_consent(
+        ContactRef(external_id="n2"), channel="*", purpose="*",
+        granted=False, source="crm",
+    )  # fmt: skip
+    gateway.record_consent(
+        ContactRef(external_id="e1"), channel="sms", purpose="marketing",
+        granted=False, source="crm",
+    )  # fmt: skip
+
+    assert _hash("n1") not in meta.audiences[AUDIENCE]
+    assert _platforms_of(gateway, "n1") == ["google"]  # google consent stands
+    assert _hash("n2") not in meta.audiences[AUDIENCE]
+    assert _hash("n2") not in set().union(*google.audiences.values())
+    assert _platforms_of(gateway, "n2") == []
+    assert gateway.store.audience_removals() == []  # carried out, mark cleared
+
+
+def test_a_revocation_a_platform_refused_is_retried_by_the_next_sync(
+    gateway: Gateway, mocks: Mocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta, _, _, _ = mocks
+    AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+    real = gateway.channels.sync_audience
+    down = AudienceSyncResult(error="platform unreachable")
+    monkeypatch.setattr(gateway.channels, "sync_audience", lambda change: down)
+
+    gateway.record_consent(
+        ContactRef(external_id="n1"), channel="*", purpose="advertising",
+        granted=False, source="web_form",
+    )  # fmt: skip
+    assert gateway.store.audience_removals() == [_id(gateway, "n1")]
+
+    monkeypatch.setattr(gateway.channels, "sync_audience", real)
+    AudienceSync(gateway).sync("google", tier_id="new-high-intent")
+    assert _hash("n1") not in meta.audiences[AUDIENCE]
+    assert gateway.store.audience_removals() == []
+
+
+def test_concurrent_syncs_of_one_audience_all_succeed(
+    gateway: Gateway, mocks: Mocks
+) -> None:
+    """Regression: two syncs of one audience both added its members, and the
+    second failed on uq_audience_member after the platform had the change."""
+    meta, _, _, _ = mocks
+    start = threading.Barrier(4)
+    reports, errors = [], []
+
+    def run() -> None:
+        start.wait()
+        try:
+            reports.append(
+                AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+            )
+        except Exception as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sum(r.added for r in reports) == 2
+    assert {_hash("n1"), _hash("n2")} <= meta.audiences[AUDIENCE]
+    assert gateway.store.audience_members("meta", AUDIENCE) == {
+        _id(gateway, "n1"),
+        _id(gateway, "n2"),
+    }
+
+
+def test_syncs_of_one_audience_do_not_interleave(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = gateway.channels.sync_audience
+    guard = threading.Lock()
+    in_flight, most = [0], [0]
+
+    def slow(change: AudienceChange) -> AudienceSyncResult:
+        with guard:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        try:
+            return real(change)
+        finally:
+            with guard:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(gateway.channels, "sync_audience", slow)
+    start = threading.Barrier(3)
+
+    def run(name: str) -> None:
+        start.wait()
+        refs = [ContactRef(external_id=name)]
+        AudienceSync(gateway).sync("meta", audience_id="tg-manual", members=refs)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("n1", "n2", "e1")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert most[0] == 1
+    assert gateway.store.audience_members("meta", "tg-manual") == {
+        _id(gateway, n) for n in ("n1", "n2", "e1")
+    }
+
+
+def test_apply_audience_is_idempotent_under_concurrency(gateway: Gateway) -> None:
+    store, now = gateway.store, datetime.now(UTC)
+    members = [_id(gateway, "n1"), _id(gateway, "n2")]
+    absent = [_id(gateway, "e1")]
+    start = threading.Barrier(4)
+    errors = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            store.apply_audience("meta", "tg-x", members, absent, {"test": 1}, now)
+        except Exception as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.apply_audience("meta", "tg-x", members, absent, {"test": 2}, now)
+
+    assert errors == []
+    assert store.audience_members("meta", "tg-x") == set(members)
+
+
+def test_a_conversion_racing_a_sync_leaves_the_prospecting_audience(
+    gateway: Gateway, mocks: Mocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the sync decided on a snapshot read before the conversion,
+    the conversion's suppression found no membership yet, and the sync then
+    added the converted contact."""
+    meta, _, _, _ = mocks
+    real = gateway.channels.sync_audience
+
+    def convert_first(change: AudienceChange) -> AudienceSyncResult:
+        if any(m.contact_id == _id(gateway, "n1") for m in change.add):
+            gateway.record_event(ContactRef(external_id="n1"), kind="converted")
+        return real(change)
+
+    monkeypatch.setattr(gateway.channels, "sync_audience", convert_first)
+    report = AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+
+    assert report.added == 2  # n1 was added, then taken out at once
+    assert _hash("n1") not in meta.audiences[AUDIENCE]
+    assert _hash("n2") in meta.audiences[AUDIENCE]
+    assert gateway.store.audience_members("meta", AUDIENCE) == {_id(gateway, "n2")}
+    last = _decisions_of(gateway, "n1")[-1]
+    assert (last["outcome"], last["reasons"]) == ("DENY", [NOT_IN_TIER_RULE])
+
+
+def test_a_member_list_for_a_tier_audience_adds_only_members_of_the_tier(
+    gateway: Gateway, mocks: Mocks
+) -> None:
+    """Regression: an explicit member list added a converted contact to the
+    prospecting audience."""
+    meta, _, _, _ = mocks
+    refs = [ContactRef(external_id=n) for n in ("c1", "n1")]
+
+    report = AudienceSync(gateway).sync("meta", audience_id=AUDIENCE, members=refs)
+
+    assert (report.considered, report.added) == (2, 1)
+    assert report.excluded_by_rule[NOT_IN_TIER_RULE] == 1
+    assert _hash("n1") in meta.audiences[AUDIENCE]
+    assert _hash("c1") not in meta.audiences[AUDIENCE]
+    [refused] = _decisions_of(gateway, "c1")
+    assert (refused["outcome"], refused["reasons"]) == ("DENY", [NOT_IN_TIER_RULE])
+
+
+@pytest.mark.parametrize(
+    "audience_id",
+    [
+        pytest.param("a" * 201, id="longer-than-the-column"),
+        pytest.param("tg/../other", id="slash"),
+        pytest.param("tg\nnew", id="control-character"),
+        pytest.param("tg-+12125550100", id="phone-number"),
+        pytest.param("n1@example.com", id="e-mail"),
+    ],
+)
+def test_a_bad_audience_id_is_refused_before_anything_is_sent(
+    gateway: Gateway, mocks: Mocks, audience_id: str
+) -> None:
+    meta, _, _, _ = mocks
+    refs = [ContactRef(external_id="n1")]
+    with pytest.raises(InvalidRequestError) as caught:
+        AudienceSync(gateway).sync("meta", audience_id=audience_id, members=refs)
+    assert caught.value.field == "audience_id"
+    assert meta.audiences == {}
+    assert [r for r in gateway.store.audit_records() if "audience" in r.kind] == []
+
+
+def test_a_member_list_is_checked_and_each_member_decided_once(
+    gateway: Gateway,
+) -> None:
+    sync = AudienceSync(gateway)
+    with pytest.raises(InvalidRequestError, match=r"give a tier or a member list$"):
+        sync.sync("meta", audience_id="tg-manual")
+    empty = [ContactRef(external_id="n1"), ContactRef()]
+    with pytest.raises(InvalidRequestError, match=r"members\[1\]: is empty"):
+        sync.sync("meta", audience_id="tg-manual", members=empty)
+    n1 = ContactRef(external_id="n1")
+    twice = [n1, n1, ContactRef(contact_id=_id(gateway, "n1"))]
+
+    report = sync.sync("meta", audience_id="tg-manual", members=twice)
+
+    assert (report.considered, report.added) == (1, 1)
+    assert len(_decisions_of(gateway, "n1")) == 1
+
+
+def test_sync_audience_over_grpc_refuses_bad_input(gateway: Gateway) -> None:
+    server, port = build_server(gateway, "127.0.0.1:0")
+    server.start()
+    codes = []
+    requests = [
+        pb.SyncAudienceRequest(
+            platform="meta",
+            audience_id="tg/x",
+            members=[pb.ContactRef(external_id="n1")],
+        ),
+        pb.SyncAudienceRequest(platform="meta", members=[pb.ContactRef()]),
+        pb.SyncAudienceRequest(platform="meta"),
+    ]
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            for request in requests:
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.SyncAudience(request)
+                codes.append((caught.value.code(), caught.value.details()))
+    finally:
+        server.stop(grace=None).wait()
+    assert [c for c, _ in codes] == [grpc.StatusCode.INVALID_ARGUMENT] * 3
+    assert codes[0][1].startswith("audience_id:")
+    assert codes[1][1].startswith("members[0]:")
+    assert "give a tier or a member list" in codes[2][1]
