@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,9 @@ CLOCK_SKEW = timedelta(minutes=5)
 # outcome was never recorded (see Gateway._replay).
 REDELIVER_AFTER = 60.0
 TOUCH_EVENT = "touch"
+# The form of the ids the store gives (`store.new_contact_id`); an older id of
+# this form may hold a long run of digits and is still ours, not a phone.
+CONTACT_ID = re.compile(r"ct_[0-9a-f]{20}")
 ADVERTISING = "advertising"
 
 
@@ -799,7 +803,8 @@ def _check_ref(ref: ContactRef) -> None:
     if not (ref.external_id or ref.contact_id):
         raise InvalidRequestError("contact", "is required (external_id or contact_id)")
     check_text(ref.external_id, "contact.external_id", required=False)
-    check_text(ref.contact_id, "contact.contact_id", required=False, limit=40)
+    if not CONTACT_ID.fullmatch(ref.contact_id):
+        check_text(ref.contact_id, "contact.contact_id", required=False, limit=40)
 
 
 def _check_location(zone: str, region: str) -> None:
