@@ -649,7 +649,9 @@ def audit_history(
     with _refusing():
         store = Store.open(settings.store_url(), migrate=False)
     try:
-        entries = map(_history_entry, store.contact_audit_records(contact))
+        entries = (
+            _history_entry(r, contact) for r in store.contact_audit_records(contact)
+        )
         if as_json:
             _echo_json_list(entries)
         else:
@@ -683,10 +685,15 @@ def _echo_json_list(entries: Iterable[dict[str, Any]]) -> None:
     click.echo("[]" if separator == "[\n" else "\n]")
 
 
-def _history_entry(record: audit.AuditRecord) -> dict[str, Any]:
-    """One line of a contact's history: what the record says, in brief."""
+def _history_entry(record: audit.AuditRecord, contact: str) -> dict[str, Any]:
+    """One line of `contact`'s history: what the record says, in brief."""
+    body = dict(record.body)
+    if record.kind == "audience_sync":  # a sync of many: this contact's part
+        body["change"] = (
+            "added to" if contact in body.get("added", ()) else ("removed from")
+        )
     describe = _SUMMARIES.get(record.kind, _summarise_other)
-    summary, details = describe(record.body)
+    summary, details = describe(body)
     return {
         "seq": record.seq,
         "recorded_at": record.recorded_at,
@@ -775,6 +782,35 @@ def _summarise_erasure(body: Mapping[str, Any]) -> _Summary:
     return f"personal data erased at {details['erased_at']}", details
 
 
+def _summarise_audience_decision(body: Mapping[str, Any]) -> _Summary:
+    details = {
+        "outcome": body.get("outcome", ""),
+        "platform": body.get("platform", ""),
+        "audience_id": body.get("audience_id", ""),
+        "tier": body.get("tier", ""),
+        "rules": list(body.get("reasons", [])),
+        "bundle_hash": body.get("bundle_hash", ""),
+    }
+    summary = (
+        f"{details['outcome']} membership of {details['platform']} audience "
+        f"{details['audience_id']} (tier {details['tier'] or 'none'}); rules "
+        f"{', '.join(details['rules']) or 'none'}"
+    )
+    return summary, details
+
+
+def _summarise_audience_sync(body: Mapping[str, Any]) -> _Summary:
+    details = {
+        "change": body.get("change", ""),
+        "platform": body.get("platform", ""),
+        "audience_id": body.get("audience_id", ""),
+    }
+    summary = (
+        f"{details['change']} {details['platform']} audience {details['audience_id']}"
+    )
+    return summary, details
+
+
 def _summarise_other(body: Mapping[str, Any]) -> _Summary:
     return "", {}
 
@@ -787,6 +823,8 @@ _SUMMARIES: dict[str, Callable[[Mapping[str, Any]], _Summary]] = {
     "event": _summarise_event,
     "inbound": _summarise_inbound,
     "erasure": _summarise_erasure,
+    "audience_decision": _summarise_audience_decision,
+    "audience_sync": _summarise_audience_sync,
 }
 
 

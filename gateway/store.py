@@ -686,12 +686,13 @@ class Store:
             yield audit.leaf_hash(audit.record_leaf(record))
 
     def contact_audit_records(self, contact_id: str) -> Iterator[audit.AuditRecord]:
-        """The audit records whose body's ``contact_id`` is `contact_id`, by seq.
+        """The audit records about `contact_id`, by seq: those whose body's
+        ``contact_id`` it is, and the audience syncs that added or removed it.
 
         Streams: the database narrows the rows by a text match on the
         canonical body, and each row is then checked exactly.
         """
-        needle = f'"contact_id":{json.dumps(contact_id)}'
+        needle = json.dumps(contact_id)
         last = 0
         while True:
             with self._sessions.begin() as session:
@@ -708,7 +709,7 @@ class Store:
                 return
             for row in rows:
                 record = _to_record(row)
-                if record.body.get("contact_id") == contact_id:
+                if _is_about(record, contact_id):
                     yield record
             last = rows[-1].seq
 
@@ -801,6 +802,15 @@ def new_contact_id() -> str:
     while looks_personal(contact_id := "ct_" + secrets.token_hex(10)):
         pass
     return contact_id
+
+
+def _is_about(record: audit.AuditRecord, contact_id: str) -> bool:
+    body = record.body
+    if body.get("contact_id") == contact_id:
+        return True
+    return record.kind == "audience_sync" and (
+        contact_id in body.get("added", ()) or contact_id in body.get("removed", ())
+    )
 
 
 def _new_contact(external_id: str, now: datetime) -> models.Contact:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,11 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 import audit
 from gateway.ad_platforms_local import LocalGoogle, LocalMeta, serve
 from gateway.app import Settings, build_gateway
 from gateway.audiences import NOT_IN_TIER_RULE, AudienceSync
+from gateway.cli import main
 from gateway.errors import InvalidRequestError
 from gateway.hookspecs import AudienceChange, AudienceSyncResult
 from gateway.server import build_server
@@ -505,3 +508,36 @@ def test_sync_audience_over_grpc_refuses_bad_input(gateway: Gateway) -> None:
     assert codes[0][1].startswith("audience_id:")
     assert codes[1][1].startswith("members[0]:")
     assert "give a tier or a member list" in codes[2][1]
+
+
+def test_a_contacts_history_shows_its_audience_decisions_and_changes(
+    gateway: Gateway, store_url: str
+) -> None:
+    AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+    gateway.record_event(ContactRef(external_id="n1"), kind="converted")
+    contact = _id(gateway, "n1")
+
+    result = CliRunner().invoke(
+        main, ["audit", "history", contact, "--json", "--db", store_url]
+    )
+
+    assert result.exit_code == 0, result.output
+    lines = [
+        (entry["kind"], entry["summary"])
+        for entry in json.loads(result.output)
+        if entry["kind"].startswith("audience")
+    ]
+    assert lines == [
+        (
+            "audience_decision",
+            "ALLOW membership of meta audience tg-new-high-intent "
+            "(tier new-high-intent); rules none",
+        ),
+        ("audience_sync", "added to meta audience tg-new-high-intent"),
+        (
+            "audience_decision",
+            "DENY membership of meta audience tg-new-high-intent "
+            "(tier customer-expansion); rules gateway.not-in-tier",
+        ),
+        ("audience_sync", "removed from meta audience tg-new-high-intent"),
+    ]
