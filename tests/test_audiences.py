@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -83,6 +83,25 @@ def gateway(
                 )  # fmt: skip
     yield built
     built.store.close()
+
+
+def _at_once(n: int, task: Callable[[], object]) -> list[Exception]:
+    """Run `task` on `n` threads released together; the errors they raised."""
+    start, errors = threading.Barrier(n), []
+
+    def run() -> None:
+        start.wait()
+        try:
+            task()
+        except Exception as exc:  # collected for the caller's assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def _hash(name: str) -> str:
@@ -309,23 +328,14 @@ def test_concurrent_syncs_of_one_audience_all_succeed(
     """Regression: two syncs of one audience both added its members, and the
     second failed on uq_audience_member after the platform had the change."""
     meta, _, _, _ = mocks
-    start = threading.Barrier(4)
-    reports, errors = [], []
+    reports = []
 
-    def run() -> None:
-        start.wait()
-        try:
-            reports.append(
-                AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
-            )
-        except Exception as exc:  # collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _at_once(
+        4,
+        lambda: reports.append(
+            AudienceSync(gateway).sync("meta", tier_id="new-high-intent")
+        ),
+    )
 
     assert errors == []
     assert sum(r.added for r in reports) == 2
@@ -378,21 +388,11 @@ def test_apply_audience_is_idempotent_under_concurrency(gateway: Gateway) -> Non
     store, now = gateway.store, datetime.now(UTC)
     members = [_id(gateway, "n1"), _id(gateway, "n2")]
     absent = [_id(gateway, "e1")]
-    start = threading.Barrier(4)
-    errors = []
 
-    def run() -> None:
-        start.wait()
-        try:
-            store.apply_audience("meta", "tg-x", members, absent, {"test": 1}, now)
-        except Exception as exc:  # collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = _at_once(
+        4,
+        lambda: store.apply_audience("meta", "tg-x", members, absent, {"test": 1}, now),
+    )
     store.apply_audience("meta", "tg-x", members, absent, {"test": 2}, now)
 
     assert errors == []
