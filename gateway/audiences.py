@@ -42,7 +42,8 @@ from gateway.errors import InvalidRequestError
 from gateway.hookspecs import AudienceChange, AudienceMember
 from gateway.identity import check_text
 from gateway.policy import DecisionInput, evaluate
-from gateway.service import ADVERTISING, NO_ADDRESS_RULE, Gateway
+from gateway.policy._engine import NO_ADDRESS_RULE
+from gateway.service import ADVERTISING, Gateway, check_ref
 from gateway.store import ContactRef, ContactSnapshot
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ PURPOSE = ADVERTISING
 ADDRESS_KIND = "audience"
 NOT_IN_TIER_RULE = "gateway.not-in-tier"
 MAX_AUDIENCE_ID = 200  # the audience_members.audience_id column
-MAX_CONTACT_ID = 40  # the contacts.contact_id column
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -379,12 +379,6 @@ def _unique_refs(members: Iterable[ContactRef]) -> list[ContactRef]:
     """The member list checked, each reference once, in order."""
     unique: dict[ContactRef, None] = {}
     for i, ref in enumerate(members):
-        name = f"members[{i}]"
-        if not (ref.external_id or ref.contact_id):
-            raise InvalidRequestError(name, "is empty; give external_id or contact_id")
-        check_text(ref.external_id, f"{name}.external_id", required=False)
-        check_text(
-            ref.contact_id, f"{name}.contact_id", required=False, limit=MAX_CONTACT_ID
-        )
+        check_ref(ref, f"members[{i}]")
         unique.setdefault(ref)
     return list(unique)

@@ -44,7 +44,7 @@ from gateway.policy import (
     place_in_tier,
 )
 from gateway.policy._context import PURPOSES
-from gateway.policy._engine import SendRecord
+from gateway.policy._engine import NO_ADDRESS_RULE, SendRecord
 from gateway.reload import BundleHolder
 from gateway.store import (
     ContactFields,
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1600
 MAX_NAME = 200
-NO_ADDRESS_RULE = "gateway.no-address"
 IMPORT_SOURCE = "import"
 DELIVERY_REPORT_STATUSES = ("delivered", "failed", "accepted", "buffered")
 CLOCK_SKEW = timedelta(minutes=5)
@@ -226,7 +225,7 @@ class Gateway:
         return response
 
     def _validate(self, request: SendInput, *, need_key: bool) -> None:
-        _check_ref(request.contact)
+        check_ref(request.contact)
         check_text(request.request_id, "request_id", required=False)
         check_text(request.campaign, "campaign", required=False)
         check_text(request.idempotency_key, "idempotency_key", required=need_key)
@@ -459,7 +458,7 @@ class Gateway:
         revocation that covers advertising on an ad platform takes the
         contact out of the audiences it may no longer be in, at once.
         """
-        _check_ref(ref)
+        check_ref(ref)
         if channel != consent.ALL:
             check_text(channel, "channel", required=True, limit=40)
         if purpose not in (*PURPOSES, consent.ALL):
@@ -531,7 +530,7 @@ class Gateway:
     ) -> dict[str, Any]:
         """What the ledger says now for one channel and purpose, the entry
         that decides it, and the whole ledger of the contact."""
-        _check_ref(ref)
+        check_ref(ref)
         when = self._clock() if at is None else at.astimezone(UTC)
         snap = self.store.snapshot(ref, None)
         state = consent.effective(snap.consents, channel, purpose, when)
@@ -711,7 +710,7 @@ class Gateway:
         at: datetime | None = None,
     ) -> tuple[str, str, int]:
         """Record an event; the contact's stage follows (see `lifecycle`)."""
-        _check_ref(ref)
+        check_ref(ref)
         check_text(kind, "kind", required=True, limit=60)
         plain = plain_attributes(attributes or {}, "attributes")
         refuse_personal_data(plain, "attributes")
@@ -799,12 +798,14 @@ def _normalise_address(kind: str, raw: str) -> str:
     return normalise_email(raw, "from")
 
 
-def _check_ref(ref: ContactRef) -> None:
+def check_ref(ref: ContactRef, field: str = "contact") -> None:
+    """Refuse a contact reference that names nobody or holds what looks like
+    personal data; `field` names it in the error."""
     if not (ref.external_id or ref.contact_id):
-        raise InvalidRequestError("contact", "is required (external_id or contact_id)")
-    check_text(ref.external_id, "contact.external_id", required=False)
+        raise InvalidRequestError(field, "is required (external_id or contact_id)")
+    check_text(ref.external_id, f"{field}.external_id", required=False)
     if not CONTACT_ID.fullmatch(ref.contact_id):
-        check_text(ref.contact_id, "contact.contact_id", required=False, limit=40)
+        check_text(ref.contact_id, f"{field}.contact_id", required=False, limit=40)
 
 
 def _check_location(zone: str, region: str) -> None:

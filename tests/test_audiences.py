@@ -471,7 +471,7 @@ def test_a_member_list_is_checked_and_each_member_decided_once(
     with pytest.raises(InvalidRequestError, match=r"give a tier or a member list$"):
         sync.sync("meta", audience_id="tg-manual")
     empty = [ContactRef(external_id="n1"), ContactRef()]
-    with pytest.raises(InvalidRequestError, match=r"members\[1\]: is empty"):
+    with pytest.raises(InvalidRequestError, match=r"members\[1\]: is required"):
         sync.sync("meta", audience_id="tg-manual", members=empty)
     n1 = ContactRef(external_id="n1")
     twice = [n1, n1, ContactRef(contact_id=_id(gateway, "n1"))]

@@ -136,6 +136,9 @@ def evaluate(bundle: Bundle, given: DecisionInput) -> Decision:
 
 
 TIER_ERROR_RULE = "tiers.error"
+# The gateway's own refusal of a contact with no address for the channel,
+# made beside the bundle (no bundle can change it; replay keeps it).
+NO_ADDRESS_RULE = "gateway.no-address"
 
 
 class TierError(Exception):

@@ -16,12 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from gateway.policy._bundle import Bundle
-from gateway.policy._engine import DecisionInput, SendRecord, evaluate, with_tier
+from gateway.policy._engine import (
+    NO_ADDRESS_RULE,
+    DecisionInput,
+    SendRecord,
+    evaluate,
+    with_tier,
+)
 from gateway.policy._tiers import NO_TIER
-
-# Refusals the gateway makes itself, outside the bundle (a message to a contact
-# with no address for the channel): no candidate bundle changes them.
-GATEWAY_RULES = frozenset({"gateway.no-address"})
 
 
 @dataclass
@@ -71,7 +73,7 @@ def replay(
             for r in body.get("reasons", [])
             if r.get("mode", "enforce") == "enforce"
         }
-        kept = before & GATEWAY_RULES
+        kept = before & {NO_ADDRESS_RULE}
         after = set(decision.rule_ids) | kept
         outcome = "DENY" if kept else decision.outcome
         if outcome == body.get("outcome") and before == after:
